@@ -1,0 +1,134 @@
+"""One error hierarchy for the whole library.
+
+Categories are base classes (containerd's errdefs idea), so a caller can
+``except NotFound`` across subsystems; concrete errors combine a subsystem
+base with a category through multiple inheritance.
+
+Every class carries a stable ``exit_code``; the CLI is the only place that
+turns an error into a stderr line and that code.  ``message`` says what
+failed, ``hint`` what to do about it.
+
+    PyimgError
+    ├─ InvalidArgument        bad reference, digest, media type, option   (exit 2)
+    ├─ NotFound               image, blob, manifest, platform             (exit 3)
+    ├─ AlreadyExists          idempotent callers swallow it               (exit 4)
+    ├─ FailedPrecondition     wrong state, unsupported content            (exit 5)
+    ├─ Unavailable            locked by another process, retry later      (exit 6)
+    ├─ IntegrityError         digest or size mismatch                     (exit 7)
+    │    ├─ DigestMismatch
+    │    └─ SizeMismatch
+    ├─ RegistryError          registry answered with an error             (exit 8)
+    │    ├─ AuthenticationError  401 after answering the challenge        (exit 9)
+    │    ├─ AuthorizationError   403 / DENIED                             (exit 9)
+    │    ├─ RateLimited          429 after retries                        (exit 10)
+    │    ├─ RegistryUnreachable  connection or TLS failure                (exit 11)
+    │    ├─ ManifestUnknown(RegistryError, NotFound)
+    │    └─ BlobUnknown(RegistryError, NotFound)
+    ├─ ConfigError            a configuration file is malformed           (exit 12)
+    └─ CredentialHelperError  docker-credential-* failed                  (exit 13)
+"""
+
+from __future__ import annotations
+
+
+class PyimgError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}: {self.hint}"
+        return self.message
+
+
+class InvalidArgument(PyimgError):
+    exit_code = 2
+
+
+class NotFound(PyimgError):
+    exit_code = 3
+
+
+class AlreadyExists(PyimgError):
+    exit_code = 4
+
+
+class FailedPrecondition(PyimgError):
+    exit_code = 5
+
+
+class Unavailable(PyimgError):
+    exit_code = 6
+
+
+class IntegrityError(PyimgError):
+    exit_code = 7
+
+
+class DigestMismatch(IntegrityError):
+    pass
+
+
+class SizeMismatch(IntegrityError):
+    pass
+
+
+class ConfigError(PyimgError):
+    exit_code = 12
+
+
+class CredentialHelperError(PyimgError):
+    exit_code = 13
+
+
+class RegistryError(PyimgError):
+    """The registry answered, and the answer was an error.
+
+    ``status`` is the HTTP status (0 when there was no answer), ``codes`` the
+    distribution-spec error codes from the body (``MANIFEST_UNKNOWN``...),
+    ``retryable`` whether trying again later may help.
+    """
+
+    exit_code = 8
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status: int = 0,
+        codes: tuple[str, ...] = (),
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.codes = codes
+        self.retryable = retryable
+
+
+class AuthenticationError(RegistryError):
+    exit_code = 9
+
+
+class AuthorizationError(RegistryError):
+    exit_code = 9
+
+
+class RateLimited(RegistryError):
+    exit_code = 10
+
+
+class RegistryUnreachable(RegistryError):
+    exit_code = 11
+
+
+class ManifestUnknown(RegistryError, NotFound):
+    exit_code = 3
+
+
+class BlobUnknown(RegistryError, NotFound):
+    exit_code = 3
