@@ -103,11 +103,13 @@ class RegistryError(PyimgError):
         status: int = 0,
         codes: tuple[str, ...] = (),
         retryable: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
         self.codes = codes
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class AuthenticationError(RegistryError):

@@ -1,0 +1,92 @@
+"""Command line: parses options, calls :mod:`pyimg.api`, renders results.
+
+Errors become one stderr line and the error's exit code; a traceback is
+shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import click
+
+from pyimg import __version__
+from pyimg.errors import PyimgError
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug, not the user's fault
+
+
+@dataclass
+class Context:
+    root: str | None
+    config: str | None
+    debug: bool
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        from pyimg.api import Settings
+
+        return Settings.from_env(root=self.root, config=self.config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="PYIMG_ROOT", metavar="DIR",
+              help="Store location (default /var/lib/pyimg as root).")
+@click.option("--config", envvar="PYIMG_CONFIG", metavar="DIR",
+              help="Configuration directory holding certs.d/ (default /etc/pyimg as root).")
+@click.option("--state", envvar="PYIMG_STATE", metavar="DIR", hidden=True,
+              help="Runtime state directory (default /run/pyimg as root).")
+@click.option("--debug", is_flag=True, envvar="PYIMG_DEBUG",
+              help="Show tracebacks and HTTP traces.")
+@click.version_option(__version__, prog_name="pyimg")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, config: str | None, state: str | None,
+        debug: bool) -> None:
+    """pyimg: pull, store and inspect container images, without a daemon."""
+    ctx.obj = Context(root, config, debug)
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s",
+                            stream=sys.stderr)
+
+
+def _register() -> None:
+    from pyimg.cli import auth, images
+
+    for module in (images, auth):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="pyimg", standalone_mode=False)
+    except PyimgError as exc:
+        if debug:
+            logging.getLogger("pyimg").exception("error")
+        _fail(str(exc), exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception as exc:  # a bug: say so in one line unless debugging
+        if debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a"
+              " traceback and report it)", INTERNAL_ERROR)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"pyimg: error: {message}\n")
+    sys.exit(code)

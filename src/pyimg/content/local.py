@@ -1,0 +1,265 @@
+"""Filesystem content store: ``blobs/<alg>/<hex>`` plus resumable ingests.
+
+Layout::
+
+    blobs/sha256/<hex>            verified, read-only (0444)
+    ingest/<sha256(ref)>/lock     flock'd by the one writer of this ref
+    ingest/<sha256(ref)>/data     bytes received so far
+    ingest/<sha256(ref)>/meta     JSON: ref, expected digest and size
+
+pyimg has no daemon, so the "one writer per ref" rule that containerd keeps
+in memory is an ``flock`` here: a second process pulling the same blob waits
+on the lock, then finds the blob committed and skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from pyimg.digest import Digest, Verifier
+from pyimg.errors import AlreadyExists, FailedPrecondition, IntegrityError, NotFound
+from pyimg.oci import Descriptor
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+    mtime: float
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Temp file + fsync + rename + fsync(dir): readers see old or new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._ingest = root / "ingest"
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self._blobs / digest.algorithm / digest.hex
+
+    def exists(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def info(self, digest: Digest) -> BlobInfo:
+        try:
+            st = self.blob_path(digest).stat()
+        except FileNotFoundError:
+            raise NotFound(f"content {digest}: not in the store") from None
+        return BlobInfo(digest, st.st_size, st.st_mtime)
+
+    def open(self, digest: Digest) -> BinaryIO:
+        try:
+            return open(self.blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"content {digest}: not in the store") from None
+
+    def read(self, desc: Descriptor) -> bytes:
+        """Small documents (manifests, configs), re-verified on every read."""
+        with self.open(desc.digest) as f:
+            data = f.read(desc.size + 1)
+        v = Verifier(desc.digest, desc.size)
+        v.update(data)
+        v.verify()
+        return data
+
+    def walk(self) -> Iterator[BlobInfo]:
+        for algdir in sorted(self._blobs.glob("*")):
+            for entry in sorted(os.scandir(algdir), key=lambda e: e.name):
+                if entry.name.startswith("."):
+                    continue
+                st = entry.stat()
+                yield BlobInfo(Digest(algdir.name, entry.name), st.st_size, st.st_mtime)
+
+    def delete(self, digest: Digest) -> None:
+        try:
+            os.unlink(self.blob_path(digest))
+        except FileNotFoundError:
+            raise NotFound(f"content {digest}: not in the store") from None
+
+    def writer(self, ref: str, expected: Descriptor,
+               on_wait: Callable[[], None] | None = None) -> Writer:
+        """Open (or resume) the ingest for ``ref``.
+
+        Blocks while another process writes the same ref, calling ``on_wait``
+        first so that a progress display can say why nothing moves.
+        """
+        if self.exists(expected.digest):
+            raise AlreadyExists(f"content {expected.digest}: already in the store")
+        ingest = self._ingest / hashlib.sha256(ref.encode()).hexdigest()
+        lock_fd = _lock(ingest, on_wait)
+        try:
+            if self.exists(expected.digest):
+                raise AlreadyExists(f"content {expected.digest}: already in the store")
+            return Writer(self, ingest, lock_fd, ref, expected)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    def ingests(self) -> Iterator[Path]:
+        if self._ingest.is_dir():
+            yield from sorted(self._ingest.iterdir())
+
+    def write_blob(self, desc: Descriptor, data: bytes) -> None:
+        """Store a small blob held in memory; idempotent."""
+        try:
+            with self.writer(str(desc.digest), desc) as w:
+                if w.offset:
+                    w.truncate(0)
+                w.write(data)
+                w.commit()
+        except AlreadyExists:
+            pass
+
+
+def _lock(ingest: Path, on_wait: Callable[[], None] | None) -> int:
+    """flock ``ingest/lock``, retrying if the dir was committed and removed meanwhile."""
+    while True:
+        ingest.mkdir(parents=True, exist_ok=True)
+        path = ingest / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue  # removed between mkdir and open by a committing writer
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+class Writer:
+    """One ingest in progress.  ``offset`` is where the next write lands."""
+
+    def __init__(
+        self, store: LocalStore, ingest: Path, lock_fd: int, ref: str, expected: Descriptor
+    ) -> None:
+        self._store = store
+        self._dir = ingest
+        self._lock_fd = lock_fd
+        self.expected = expected
+        self._closed = False
+        self._verifier = Verifier(expected.digest, expected.size)
+        meta = json.dumps({"ref": ref, "digest": str(expected.digest), "size": expected.size})
+        data_path = ingest / "data"
+        if _read_text(ingest / "meta") != meta:
+            # Another blob's leftovers (or none): start clean.
+            with contextlib.suppress(FileNotFoundError):
+                data_path.unlink()
+            atomic_write(ingest / "meta", meta.encode())
+        self._file = open(data_path, "ab+", buffering=0)  # noqa: SIM115 - closed in close()
+        self.offset = self._rehash()
+
+    def _rehash(self) -> int:
+        """Resume: hashlib state can't be saved, so re-read what is on disk."""
+        self._file.seek(0)
+        size = 0
+        while chunk := self._file.read(_CHUNK):
+            if self.expected.size is not None and size + len(chunk) > self.expected.size:
+                self.truncate(0)
+                return 0
+            self._verifier.update(chunk)
+            size += len(chunk)
+        return size
+
+    def truncate(self, offset: int) -> None:
+        """Discard everything after ``offset`` (only 0 is supported: hashes don't rewind)."""
+        if offset != 0:
+            raise FailedPrecondition("ingest can only be truncated to 0")
+        self._file.truncate(0)
+        self._file.seek(0)
+        self._verifier = Verifier(self.expected.digest, self.expected.size)
+        self.offset = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._verifier.update(data)  # raises SizeMismatch before the disk fills
+        n = self._file.write(data)
+        self.offset += len(data)
+        return n if n is not None else len(data)
+
+    def commit(self) -> None:
+        """fsync, verify, rename into place; always closes the writer."""
+        try:
+            os.fsync(self._file.fileno())
+            try:
+                self._verifier.verify()
+            except IntegrityError:
+                self.truncate(0)  # the bytes are wrong: resuming would only fail again
+                raise
+            target = self._store.blob_path(self.expected.digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(self._file.fileno(), stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.rename(self._dir / "data", target)
+            fsync_dir(target.parent)
+        finally:
+            self.close()
+        # The blob is in place; failing to tidy the ingest must not fail the commit.
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._file.close()
+        finally:
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EISDIR):
+            return None
+        raise

@@ -1,0 +1,224 @@
+"""Pull: walk index → manifests → config and layers into the content store.
+
+Small documents (index, manifests, configs) are fetched first, one by one,
+verified and stored; then every missing config and layer blob is fetched by
+a bounded thread pool (network and hashing release the GIL).  A blob already
+in the store is skipped; a blob another process is writing is waited for,
+not downloaded twice; a partial ingest left by a killed pull is resumed.
+
+Progress is reported as :class:`ProgressEvent` values through a callback,
+never printed: the CLI decides between bars, plain lines and JSON.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from pyimg import oci
+from pyimg.content import LocalStore
+from pyimg.digest import Verifier
+from pyimg.errors import AlreadyExists, IntegrityError, InvalidArgument, NotFound
+from pyimg.metadata import MetaStore
+from pyimg.oci import Descriptor, Platform
+from pyimg.sources import ImageSource
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """One step of a pull.
+
+    kind: ``resolved`` (root known), ``start`` (blob transfer begins at
+    ``done`` bytes: non-zero when resumed), ``progress``, ``waiting``
+    (another process holds this blob), ``done``, ``skipped`` (already
+    stored), ``stored`` (image recorded under ``name``).
+    """
+
+    kind: str
+    desc: Descriptor | None = None
+    done: int = 0
+    total: int = 0
+    name: str = ""
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    platform: Platform | None = None  # None: the host's
+    all_platforms: bool = False
+    jobs: int = 4
+
+
+@dataclass
+class PullResult:
+    name: str | None
+    target: Descriptor
+    manifests: list[Descriptor] = field(default_factory=list)
+    fetched: int = 0
+    skipped: int = 0
+    bytes_fetched: int = 0
+
+
+def _noop(_: ProgressEvent) -> None:
+    pass
+
+
+def pull(source: ImageSource, store: LocalStore, meta: MetaStore,
+         options: PullOptions | None = None, on_progress: ProgressFn | None = None) -> PullResult:
+    options = options or PullOptions()
+    emit = on_progress or _noop
+    root = source.resolve()
+    name = str(source.image_name) if source.image_name else None
+    emit(ProgressEvent("resolved", root, total=root.size, name=name or ""))
+    result = PullResult(name, root)
+    labels: dict[Descriptor, dict[str, str]] = {}
+    blobs = _walk(source, store, root, options, result, labels)
+    _fetch_all(source, store, blobs, options.jobs, emit, result)
+    with meta.transaction(write=True) as tx:
+        for desc, lab in labels.items():
+            tx.set_labels(desc.digest, lab)
+        if name:
+            tx.put_image(name, root)
+    if name:
+        emit(ProgressEvent("stored", root, name=name))
+    return result
+
+
+def _walk(source: ImageSource, store: LocalStore, root: Descriptor, options: PullOptions,
+          result: PullResult, labels: dict[Descriptor, dict[str, str]]) -> list[Descriptor]:
+    """Store the documents under ``root``; return the config and layer blobs to fetch."""
+    blobs: dict[str, Descriptor] = {}
+    pending = [root]
+    while pending:
+        desc = pending.pop(0)
+        data = fetch_document(source, store, desc, oci.MAX_MANIFEST_SIZE)
+        if oci.is_index(desc.media_type):
+            chosen = _choose(oci.parse_index(data, desc.media_type), options)
+            labels[desc] = {f"containerd.io/gc.ref.content.m.{i}": str(m.digest)
+                            for i, m in enumerate(chosen)}
+            pending.extend(chosen)
+        elif oci.is_manifest(desc.media_type):
+            manifest = oci.parse_manifest(data, desc.media_type)
+            result.manifests.append(desc)
+            lab = {"containerd.io/gc.ref.content.config": str(manifest.config.digest)}
+            for i, layer in enumerate(manifest.layers):
+                oci.layer_compression(layer.media_type)  # refuse unknown layer types early
+                lab[f"containerd.io/gc.ref.content.l.{i}"] = str(layer.digest)
+                blobs.setdefault(str(layer.digest), layer)
+            blobs.setdefault(str(manifest.config.digest), manifest.config)
+            labels[desc] = lab
+        else:
+            raise InvalidArgument(f"pull {desc.digest}: unsupported media type"
+                                  f" {desc.media_type!r}")
+    # Configs first: they are small and later steps (unpack) need them soonest.
+    return sorted(blobs.values(), key=lambda d: d.media_type not in (oci.OCI_CONFIG,
+                                                                   oci.DOCKER_CONFIG))
+
+
+def _choose(index: oci.Index, options: PullOptions) -> list[Descriptor]:
+    usable = [m for m in index.manifests if oci.is_manifest(m.media_type) or
+              oci.is_index(m.media_type)]
+    if options.all_platforms:
+        return usable
+    wanted = options.platform or Platform.host()
+    chosen = oci.select_platforms(oci.Index(index.media_type, tuple(usable)), wanted)
+    if not chosen:
+        available = ", ".join(sorted({str(m.platform) for m in usable if m.platform})) or "none"
+        raise NotFound(f"no image for platform {wanted} in the index (available: {available})",
+                       hint="choose one with --platform, or use --all-platforms")
+    return chosen[:1]
+
+
+def fetch_document(source: ImageSource, store: LocalStore, desc: Descriptor, limit: int) -> bytes:
+    """A small verified document, from the store when present, else fetched and stored."""
+    if desc.size > limit:
+        raise InvalidArgument(f"fetch {desc.digest}: {desc.size} bytes is over the"
+                              f" {limit >> 20} MiB limit for {desc.media_type}")
+    if store.exists(desc.digest):
+        return store.read(desc)
+    verifier = Verifier(desc.digest, desc.size)
+    buf = bytearray()
+    with source.fetch(desc) as chunks:
+        for chunk in chunks:
+            verifier.update(chunk)
+            buf += chunk
+    verifier.verify()
+    store.write_blob(desc, bytes(buf))
+    return bytes(buf)
+
+
+def _fetch_all(source: ImageSource, store: LocalStore, blobs: Iterable[Descriptor], jobs: int,
+               emit: ProgressFn, result: PullResult) -> None:
+    todo = []
+    for desc in blobs:
+        if store.exists(desc.digest):
+            result.skipped += 1
+            emit(ProgressEvent("skipped", desc, desc.size, desc.size))
+        else:
+            todo.append(desc)
+    if not todo:
+        return
+    lock = threading.Lock()
+    cancelled = threading.Event()
+
+    def one(desc: Descriptor) -> None:
+        fetched = fetch_blob(source, store, desc, emit, cancelled)
+        with lock:
+            if fetched is None:
+                result.skipped += 1
+            else:
+                result.fetched += 1
+                result.bytes_fetched += fetched
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
+        futures = [pool.submit(one, d) for d in todo]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in done:
+            if f.exception() is not None:
+                cancelled.set()  # stop the others at their next chunk; their ingests stay
+                for other in futures:
+                    other.cancel()
+                raise f.exception()  # type: ignore[misc]
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def fetch_blob(source: ImageSource, store: LocalStore, desc: Descriptor, emit: ProgressFn,
+               cancelled: threading.Event | None = None) -> int | None:
+    """Fetch one blob into the store; bytes transferred, or None when it was already there.
+
+    A resumed ingest whose bytes turn out wrong is retried once from zero: the
+    partial file may predate a crash or come from a server that changed.
+    """
+    resumed_from = 0
+    for attempt in range(2):
+        try:
+            with store.writer(str(desc.digest), desc,
+                              on_wait=lambda: emit(ProgressEvent("waiting", desc, 0,
+                                                                 desc.size))) as w:
+                resumed_from = w.offset
+                emit(ProgressEvent("start", desc, w.offset, desc.size))
+                with source.fetch(desc, w.offset) as chunks:
+                    for chunk in chunks:
+                        if cancelled is not None and cancelled.is_set():
+                            raise _Cancelled
+                        w.write(chunk)
+                        emit(ProgressEvent("progress", desc, w.offset, desc.size))
+                w.commit()
+            emit(ProgressEvent("done", desc, desc.size, desc.size))
+            return desc.size - resumed_from
+        except AlreadyExists:
+            emit(ProgressEvent("skipped", desc, desc.size, desc.size))
+            return None
+        except IntegrityError:
+            if attempt or not resumed_from:
+                raise
+        except _Cancelled:
+            return 0
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Talking to registries: hosts configuration, credentials and authentication."""

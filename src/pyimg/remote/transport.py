@@ -1,0 +1,156 @@
+"""HTTP to one registry endpoint: retries, backoff, and error translation.
+
+This is the one boundary where httpx exceptions and registry error bodies
+become :mod:`pyimg.errors` (as httpx's ``map_httpcore_exceptions``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+
+from pyimg.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BlobUnknown,
+    ManifestUnknown,
+    PyimgError,
+    RateLimited,
+    RegistryError,
+    RegistryUnreachable,
+)
+
+log = logging.getLogger("pyimg.remote")
+
+_T = TypeVar("_T")
+_MAX_ERROR_BODY = 64 * 1024
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; Retry-After wins when sane."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 8.0
+    max_retry_after: float = 60.0
+    timeout: float = 30.0  # per read/connect, not per whole blob
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        return random.uniform(0, min(self.cap, self.base * (2 ** attempt)))
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else parsed.timestamp() - time.time()
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, RegistryError):
+        return exc.retryable
+    return isinstance(exc, httpx.TransportError)
+
+
+def with_retries(policy: RetryPolicy, what: str, fn: Callable[[], _T],
+                 sleep: Callable[[float], None] = time.sleep) -> _T:
+    """Run ``fn`` until it succeeds, a permanent error, or attempts run out."""
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except (httpx.TransportError, RegistryError) as exc:
+            if not is_transient(exc) or attempt == policy.attempts - 1:
+                raise translate(exc, what) from exc
+            after = exc.retry_after if isinstance(exc, RegistryError) else None
+            wait = policy.delay(attempt, after)
+            log.debug("%s: %s; retry %d in %.2fs", what, exc, attempt + 1, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def translate(exc: BaseException, what: str) -> PyimgError:
+    if isinstance(exc, PyimgError):
+        return exc
+    if isinstance(exc, httpx.TimeoutException):
+        return RegistryUnreachable(f"{what}: timed out ({type(exc).__name__})",
+                                   hint="check the network or raise --timeout", retryable=True)
+    if isinstance(exc, httpx.TransportError):
+        return RegistryUnreachable(f"{what}: {_reason(exc)}",
+                                   hint="check that the registry is up and reachable",
+                                   retryable=True)
+    return RegistryError(f"{what}: {exc}")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "TLS certificate not trusted (put the CA in certs.d/HOST/ca.crt or hosts.toml)"
+    return text.splitlines()[0]
+
+
+def check_response(resp: httpx.Response, what: str, *, kind: str = "manifest",
+                   host: str = "") -> None:
+    """Raise the right error for a non-2xx answer (reads at most 64 KiB of body)."""
+    if resp.status_code < 300:
+        return
+    status = resp.status_code
+    codes, detail = _error_body(resp)
+    msg = f"{what}: registry {host} answered {status}" + (f" ({detail})" if detail else "")
+    if status == 401:
+        raise AuthenticationError(msg, hint=f"run 'pyimg login {host}'", status=status,
+                                  codes=codes)
+    if status == 403:
+        raise AuthorizationError(msg, hint="check that your account may pull this repository",
+                                 status=status, codes=codes)
+    if status == 404:
+        cls = BlobUnknown if kind == "blob" else ManifestUnknown
+        raise cls(msg, hint="check the name, tag and platform", status=status, codes=codes)
+    if status == 429:
+        raise RateLimited(msg, hint="wait, or log in for a higher limit", status=status,
+                          codes=codes, retryable=True, retry_after=retry_after(resp))
+    raise RegistryError(msg, status=status, codes=codes, retryable=status in _RETRY_STATUS)
+
+
+def _error_body(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
+    try:
+        raw = b""
+        for chunk in resp.iter_raw():
+            raw += chunk
+            if len(raw) > _MAX_ERROR_BODY:
+                break
+        if resp.headers.get("content-encoding"):
+            return (), ""
+        obj = json.loads(raw[:_MAX_ERROR_BODY])
+        errors = obj.get("errors", []) if isinstance(obj, dict) else []
+        codes = tuple(str(e.get("code", "")) for e in errors if isinstance(e, dict))
+        msgs = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
+        return codes, "; ".join(f"{c}: {m}" if m else c for c, m in zip(codes, msgs, strict=True))
+    except (ValueError, UnicodeDecodeError, httpx.HTTPError):
+        return (), ""
+
+
+@contextmanager
+def stream(client: httpx.Client, method: str, url: str, *, headers: Mapping[str, str],
+           auth: httpx.Auth | object | None = httpx.USE_CLIENT_DEFAULT,
+           ) -> Iterator[httpx.Response]:
+    """``client.stream`` that never follows redirects itself (see Fetcher)."""
+    with client.stream(method, url, headers=dict(headers), follow_redirects=False,
+                       auth=auth) as resp:  # type: ignore[arg-type]
+        yield resp

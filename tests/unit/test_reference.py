@@ -1,0 +1,42 @@
+import pytest
+
+from pyimg import reference
+from pyimg.errors import InvalidArgument
+
+D = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(("text", "normal", "familiar"), [
+    ("busybox", "docker.io/library/busybox:latest", "busybox:latest"),
+    ("busybox:1.36", "docker.io/library/busybox:1.36", "busybox:1.36"),
+    ("library/busybox", "docker.io/library/busybox:latest", "busybox:latest"),
+    ("index.docker.io/library/busybox", "docker.io/library/busybox:latest", "busybox:latest"),
+    ("user/app:v1", "docker.io/user/app:v1", "user/app:v1"),
+    ("localhost/app", "localhost/app:latest", "localhost/app:latest"),
+    ("127.0.0.1:5000/ns/repo:tag", "127.0.0.1:5000/ns/repo:tag", "127.0.0.1:5000/ns/repo:tag"),
+    (f"host:5000/ns/repo@{D}", f"host:5000/ns/repo@{D}", f"host:5000/ns/repo@{D}"),
+    (f"repo:tag@{D}", f"docker.io/library/repo:tag@{D}", f"repo:tag@{D}"),
+    ("a.b/c/d/e__f-g.h", "a.b/c/d/e__f-g.h:latest", "a.b/c/d/e__f-g.h:latest"),
+])
+def test_parse_normalises_like_docker(text: str, normal: str, familiar: str) -> None:
+    ref = reference.parse(text)
+    assert str(ref) == normal
+    assert ref.familiar() == familiar
+    assert reference.parse(str(ref)) == ref  # round trip
+
+
+def test_digest_wins_as_object() -> None:
+    ref = reference.parse(f"host:5000/r:t@{D}")
+    assert ref.object == D and ref.tag == "t"
+    assert reference.parse("host:5000/r").object == "latest"
+
+
+@pytest.mark.parametrize("bad", [
+    "", " busybox", "Busybox", "busybox:", "busybox:-x", "busybox@sha256:abc",
+    "busybox@md5:" + "a" * 32, "host:5000/", "a//b", "repo:" + "t" * 129, "a/../b",
+    "UPPER/case", "-leading", "host:port/x",
+])
+def test_bad_references_are_refused_with_reason(bad: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        reference.parse(bad)
+    assert "invalid reference" in str(exc.value)
