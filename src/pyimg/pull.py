@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pyimg import oci
 from pyimg.content import LocalStore
-from pyimg.digest import Verifier
+from pyimg.digest import Digest, Verifier
 from pyimg.errors import AlreadyExists, IntegrityError, InvalidArgument, NotFound
 from pyimg.metadata import MetaStore
 from pyimg.oci import Descriptor, Platform
@@ -75,12 +75,12 @@ def pull(source: ImageSource, store: LocalStore, meta: MetaStore,
     name = str(source.image_name) if source.image_name else None
     emit(ProgressEvent("resolved", root, total=root.size, name=name or ""))
     result = PullResult(name, root)
-    labels: dict[Descriptor, dict[str, str]] = {}
+    labels: dict[Digest, dict[str, str]] = {}
     blobs = _walk(source, store, root, options, result, labels)
     _fetch_all(source, store, blobs, options.jobs, emit, result)
     with meta.transaction(write=True) as tx:
-        for desc, lab in labels.items():
-            tx.set_labels(desc.digest, lab)
+        for digest, lab in labels.items():
+            tx.set_labels(digest, lab)
         if name:
             tx.put_image(name, root)
     if name:
@@ -89,7 +89,7 @@ def pull(source: ImageSource, store: LocalStore, meta: MetaStore,
 
 
 def _walk(source: ImageSource, store: LocalStore, root: Descriptor, options: PullOptions,
-          result: PullResult, labels: dict[Descriptor, dict[str, str]]) -> list[Descriptor]:
+          result: PullResult, labels: dict[Digest, dict[str, str]]) -> list[Descriptor]:
     """Store the documents under ``root``; return the config and layer blobs to fetch."""
     blobs: dict[str, Descriptor] = {}
     pending = [root]
@@ -98,7 +98,7 @@ def _walk(source: ImageSource, store: LocalStore, root: Descriptor, options: Pul
         data = fetch_document(source, store, desc, oci.MAX_MANIFEST_SIZE)
         if oci.is_index(desc.media_type):
             chosen = _choose(oci.parse_index(data, desc.media_type), options)
-            labels[desc] = {f"containerd.io/gc.ref.content.m.{i}": str(m.digest)
+            labels[desc.digest] = {f"containerd.io/gc.ref.content.m.{i}": str(m.digest)
                             for i, m in enumerate(chosen)}
             pending.extend(chosen)
         elif oci.is_manifest(desc.media_type):
@@ -110,7 +110,7 @@ def _walk(source: ImageSource, store: LocalStore, root: Descriptor, options: Pul
                 lab[f"containerd.io/gc.ref.content.l.{i}"] = str(layer.digest)
                 blobs.setdefault(str(layer.digest), layer)
             blobs.setdefault(str(manifest.config.digest), manifest.config)
-            labels[desc] = lab
+            labels[desc.digest] = lab
         else:
             raise InvalidArgument(f"pull {desc.digest}: unsupported media type"
                                   f" {desc.media_type!r}")

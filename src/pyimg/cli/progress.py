@@ -128,4 +128,4 @@ def make_progress(mode: str, quiet: bool) -> JsonProgress | PlainProgress | BarP
         return NoProgress()
     if mode == "tty" or (mode == "auto" and sys.stderr.isatty()):
         return BarProgress(sys.stderr)
-    return PlainProgress(sys.stderr)
+    return PlainProgress(sys.stdout)  # as docker: progress lines on stdout when piped

@@ -295,10 +295,11 @@ def connect(ep: Endpoint, host: str, cred: Credential | None,
                         endpoint_hosts=[_hostport(ep.url)])
     client = httpx.Client(verify=verify, timeout=timeout, limits=limits, auth=auth,
                           headers=headers, trust_env=False)
-    url = ep.url
-    if ep.allow_http_fallback and url.startswith("https://") and _speaks_plain_http(client, url):
-        url = "http://" + url.removeprefix("https://")
-    return Connection(client, token_client, url + ("" if ep.override_path else "/v2"))
+    base = ep.api_base
+    if ep.allow_http_fallback and base.startswith("https://") and _speaks_plain_http(client,
+                                                                                     ep.url):
+        base = "http://" + base.removeprefix("https://")
+    return Connection(client, token_client, base)
 
 
 def _range_skip(resp: httpx.Response, pos: int, desc: Descriptor) -> int:

@@ -131,10 +131,13 @@ def check_response(resp: httpx.Response, what: str, *, kind: str = "manifest",
 def _error_body(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
     try:
         raw = b""
-        for chunk in resp.iter_raw():
-            raw += chunk
-            if len(raw) > _MAX_ERROR_BODY:
-                break
+        if resp.is_stream_consumed:
+            raw = resp.content  # a non-streamed request (HEAD, small GET): already read
+        else:
+            for chunk in resp.iter_raw():
+                raw += chunk
+                if len(raw) > _MAX_ERROR_BODY:
+                    break
         if resp.headers.get("content-encoding"):
             return (), ""
         obj = json.loads(raw[:_MAX_ERROR_BODY])
