@@ -95,7 +95,7 @@ class BarProgress:
                                  desc=key, file=self.out, leave=True, dynamic_ncols=True,
                                  position=len(self._bars) + 1)
                 self._bars[key] = bar
-                self._total.total += ev.total
+                self._total.total = (self._total.total or 0) + ev.total
                 self._total.refresh()
             step = ev.done - bar.n
             if ev.kind in ("progress", "start", "done", "skipped") and step > 0:

@@ -16,7 +16,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +200,7 @@ class RegistrySource:
         return Descriptor(media_type, digest, len(body))
 
     # fetch -------------------------------------------------------------------
-    def _stream(self, desc: Descriptor, offset: int) -> Iterator[bytes]:
+    def _stream(self, desc: Descriptor, offset: int) -> Generator[bytes, None, None]:
         """Yield bytes from ``offset``, reconnecting with Range after a broken body."""
         what = f"fetch {desc.digest}"
         pos = offset
@@ -253,7 +253,7 @@ class RegistrySource:
             # Never send the registry's credentials to another host (blob storage).
             auth = httpx.USE_CLIENT_DEFAULT if _hostport(url) == origin else None
             req = client.build_request("GET", url, headers=headers)
-            resp = client.send(req, stream=True, auth=auth,  # type: ignore[arg-type]
+            resp = client.send(req, stream=True, auth=auth,
                                follow_redirects=False)
             if resp.is_redirect and "Location" in resp.headers:
                 url = urljoin(url, resp.headers["Location"])
@@ -351,7 +351,7 @@ def _hostport(url: str) -> str:
 def _speaks_plain_http(client: httpx.Client, https_url: str) -> bool:
     """Loopback registries may be plain HTTP (docker's insecure default): probe once."""
     try:
-        client.get(https_url + "/v2/", auth=None, timeout=5.0).close()  # type: ignore[arg-type]
+        client.get(https_url + "/v2/", auth=None, timeout=5.0).close()
         return False
     except httpx.ConnectError as exc:
         text = str(exc)
