@@ -121,7 +121,8 @@ def check_response(resp: httpx.Response, what: str, *, kind: str = "manifest",
                                  status=status, codes=codes)
     if status == 404:
         cls = BlobUnknown if kind == "blob" else ManifestUnknown
-        raise cls(msg, hint="check the name, tag and platform", status=status, codes=codes)
+        msg = f"{what}: not found on registry {host} (404" + (f", {detail})" if detail else ")")
+        raise cls(msg, hint="check the repository name and tag", status=status, codes=codes)
     if status == 429:
         raise RateLimited(msg, hint="wait, or log in for a higher limit", status=status,
                           codes=codes, retryable=True, retry_after=retry_after(resp))
