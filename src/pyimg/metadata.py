@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from pyimg.digest import Digest
-from pyimg.errors import FailedPrecondition, NotFound
+from pyimg.errors import FailedPrecondition, NotFound, Unavailable
 from pyimg.oci import Descriptor
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -56,9 +56,16 @@ class MetaStore:
         self._db = sqlite3.connect(path, isolation_level=None, timeout=60.0,
                                    check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 60000")
-        self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        _retry_locked(self._enable_wal)
+        _retry_locked(self._migrate)
+
+    def _enable_wal(self) -> None:
+        # Switching the journal mode needs an exclusive lock and sqlite does not
+        # run the busy handler for it: a second process opening the database at
+        # the same moment gets "database is locked" at once.  Hence the retry.
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode = WAL")
 
     def _migrate(self) -> None:
         with self.transaction(write=True) as tx:
@@ -92,6 +99,21 @@ class MetaStore:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _retry_locked(fn: Callable[[], None], deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    delay = 0.005
+    while True:
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise Unavailable(f"metadata database: {exc}",
+                                  hint="another pyimg process holds it; retry") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 class Tx:

@@ -208,7 +208,10 @@ class RegistrySource:
         for attempt in range(policy.attempts):
             try:
                 with self._open(desc, pos) as (resp, skip):
-                    for chunk in _skipping(resp.iter_raw(CHUNK), skip):
+                    # No chunk size: httpx would buffer up to it and drop the
+                    # buffered bytes when the connection breaks, so a resume
+                    # would restart at a chunk boundary instead of where it broke.
+                    for chunk in _skipping(resp.iter_raw(), skip):
                         pos += len(chunk)
                         yield chunk
                 if pos >= desc.size:
