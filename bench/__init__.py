@@ -1,0 +1,17 @@
+"""pyimg benchmarks: ``make bench`` == ``python -m bench``.
+
+Each suite is a module with ``run(args) -> exit code`` that builds
+:class:`~bench.core.Case` objects (two commands, A = pyimg and B = the
+reference tool) and runs them with :func:`~bench.core.interleave`
+(A B A B ..., fresh work dir per run, ``sync`` before each timed run,
+wall time via ``perf_counter``, rusage via ``os.wait4``).
+
+Suites: ``pull`` (pyimg pull vs skopeo copy docker:// -> oci:).  Add a suite
+by writing ``bench/<name>.py`` and listing it in :data:`SUITES`.
+"""
+
+from .core import BenchError, Case, CaseResult, Measurement, interleave, measure
+
+SUITES = {"pull": "bench.pull"}
+
+__all__ = ["SUITES", "BenchError", "Case", "CaseResult", "Measurement", "interleave", "measure"]
