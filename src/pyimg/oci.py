@@ -8,7 +8,7 @@ letting a ``KeyError`` or ``TypeError`` escape.
 from __future__ import annotations
 
 import json
-import platform as _host
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +89,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _host.machine().lower()
+        machine = os.uname().machine.lower()
         arch = _ARCH.get(machine, machine)
         variant = "v8" if arch == "arm64" else ("v7" if machine == "armv7l" else "")
         return cls("linux", arch, variant)

@@ -308,8 +308,10 @@ def test_hosts_toml_overrides_docker_style_files(tmp_path: Path) -> None:
 
 
 def test_ssl_context_defaults() -> None:
-    assert build_ssl_context(Endpoint("https://r.example")) is True
-    assert build_ssl_context(Endpoint("https://r.example", verify=False)) is False
+    verifying = build_ssl_context(Endpoint("https://r.example"))
+    assert verifying.verify_mode == ssl.CERT_REQUIRED and verifying.check_hostname
+    skipping = build_ssl_context(Endpoint("https://r.example", verify=False))
+    assert skipping.verify_mode == ssl.CERT_NONE and not skipping.check_hostname
 
 
 def test_ssl_context_skip_verify_with_client_cert(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ shown only with ``--debug``.
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 
@@ -46,8 +45,9 @@ def cli(ctx: click.Context, root: str | None, config: str | None, state: str | N
     """pyimg: pull, store and inspect container images, without a daemon."""
     ctx.obj = Context(root, config, debug)
     if debug:
-        logging.basicConfig(level=logging.DEBUG, format="debug: %(name)s: %(message)s",
-                            stream=sys.stderr)
+        from pyimg import _debug
+
+        _debug.enable()
 
 
 def _register() -> None:
@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="pyimg", standalone_mode=False)
     except PyimgError as exc:
         if debug:
-            logging.getLogger("pyimg").exception("error")
+            import traceback
+
+            traceback.print_exc()
         _fail(str(exc), exc.exit_code)
     except click.exceptions.Abort:
         _fail("interrupted", 130)

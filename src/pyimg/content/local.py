@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -236,7 +235,11 @@ class Writer:
         finally:
             self.close()
         # The blob is in place; failing to tidy the ingest must not fail the commit.
-        shutil.rmtree(self._dir, ignore_errors=True)
+        for name in ("meta", "lock"):
+            with contextlib.suppress(OSError):
+                os.unlink(self._dir / name)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._dir)
 
     def close(self) -> None:
         if self._closed:

@@ -6,10 +6,16 @@ realm for a token (with Basic credentials when we have some) and retry once;
 for ``Basic`` we retry once with the credentials.  Tokens are cached per
 origin and scope, so a pull does one token request per repository.
 
+:class:`RegistryAuth` does not send the registry requests itself: the caller
+(:mod:`pyimg.remote.registry`) asks :meth:`RegistryAuth.authorization` for the
+header to send, and after a 401 asks :meth:`RegistryAuth.answer` for the
+header to retry with.  Only the token requests go out from here, through the
+caller's :class:`pyimg.remote.http.Client`.
+
 Credentials only ever go to the registry's own hosts and to the token realm it
-announces.  Requests through this auth to any other host (blob storage after a
-redirect) carry no ``Authorization`` header at all: a presigned S3 URL must
-never see a Docker Hub password.
+announces.  Requests to any other host (blob storage after a redirect) get no
+``Authorization`` header at all: a presigned S3 URL must never see a Docker Hub
+password.
 """
 
 from __future__ import annotations
@@ -20,26 +26,28 @@ import re
 import string
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
+from urllib.parse import SplitResult, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from pyimg.errors import AuthenticationError, RegistryUnreachable
+from pyimg.remote import http
 from pyimg.remote.credentials import Credential
 
 #: Default token lifetime when the token server does not say (distribution spec).
 DEFAULT_TOKEN_LIFETIME = 60.0
 #: A token answer is a small JSON document; refuse to buffer more than this.
 _MAX_TOKEN_RESPONSE = 1 << 20
+#: Redirects followed on the token endpoint (never on registry requests: the caller decides those).
+_MAX_TOKEN_REDIRECTS = 3
 _CLIENT_ID = "pyimg"
 _TCHAR = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*(?=[ \t]*(?:,|$))")
 _REPOSITORY_PATH = re.compile(r"/v2/(?P<name>.+)/(?:manifests|blobs|tags|referrers)/")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _READ_METHODS = frozenset({"GET", "HEAD"})
-_QueryValue = str | int | float | bool | None
+_FORM = "application/x-www-form-urlencoded"
 
 
 # -- challenges ------------------------------------------------------------
@@ -159,9 +167,9 @@ def _parse_params(scanner: _Scanner) -> dict[str, str]:
         params.setdefault(name.lower(), scanner.value())
 
 
-def _challenges_of(response: httpx.Response) -> list[Challenge]:
+def _challenges_of(response: http.Response) -> list[Challenge]:
     found: list[Challenge] = []
-    for value in response.headers.get_list("www-authenticate"):
+    for value in response.headers.get_all("www-authenticate"):
         found.extend(parse_challenges(value))
     return found
 
@@ -174,28 +182,60 @@ def scope_for(repository: str, actions: str = "pull") -> str:
     return f"repository:{repository}:{actions}"
 
 
-def repository_of(url: httpx.URL) -> str | None:
+def repository_of(url: str) -> str | None:
     """The repository a registry API URL addresses, if any."""
-    match = _REPOSITORY_PATH.search(url.path)
+    try:
+        path = unquote(urlsplit(url).path)
+    except ValueError:
+        return None
+    match = _REPOSITORY_PATH.search(path)
     return match.group("name") if match else None
 
 
-def _request_scope(request: httpx.Request) -> str | None:
-    repository = repository_of(request.url)
+def _request_scope(method: str, url: str) -> str | None:
+    repository = repository_of(url)
     if repository is None:
         return None
-    actions = "pull" if request.method in _READ_METHODS else "pull,push"
+    actions = "pull" if method.upper() in _READ_METHODS else "pull,push"
     return scope_for(repository, actions)
 
 
-# -- hosts -----------------------------------------------------------------
+# -- URLs and hosts --------------------------------------------------------
+
+#: (scheme, lowercased host, port with the scheme's default filled in)
+_Origin = tuple[str, str, int]
+
+
+def _split(url: str) -> SplitResult | None:
+    """``url`` split, or None unless it is an http(s) URL with a host and a valid port."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # ValueError for a port out of range or not a number
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return parts
+
+
+def _explicit_port(parts: SplitResult) -> int | None:
+    """The port ``parts`` names, None when absent or the scheme's default."""
+    port = parts.port
+    return None if port == _DEFAULT_PORTS[parts.scheme] else port
+
+
+def _origin(parts: SplitResult) -> _Origin:
+    assert parts.hostname is not None
+    return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
 
 
 def _split_hostport(text: str) -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]:port`` or a URL → (host, port or None)."""
     if "://" in text:
-        url = httpx.URL(text)
-        return url.host.lower(), url.port
+        parts = _split(text)
+        if parts is None or parts.hostname is None:
+            return "", None  # matches no URL
+        return parts.hostname, _explicit_port(parts)
     text = text.split("/", 1)[0]
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -207,9 +247,10 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
     return host.lower(), int(port) if port.isdigit() else None
 
 
-def _origin(url: httpx.URL) -> str:
-    port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
-    return f"{url.scheme}://{url.host.lower()}:{port}"
+def _with_query(url: SplitResult, params: list[tuple[str, str]]) -> str:
+    """``url`` with ``params`` appended to any query it already has."""
+    query = "&".join(q for q in (url.query, urlencode(params)) if q)
+    return urlunsplit((url.scheme, url.netloc, url.path, query, ""))
 
 
 def _basic_header(username: str, secret: str) -> str:
@@ -217,34 +258,45 @@ def _basic_header(username: str, secret: str) -> str:
     return f"Basic {raw}"
 
 
-@dataclass(frozen=True)
 class _Token:
-    header: str
-    expires_at: float
+    # A plain class: each @dataclass costs ~0.5 ms at import.
+    __slots__ = ("expires_at", "header")
+
+    def __init__(self, header: str, expires_at: float) -> None:
+        self.header = header
+        self.expires_at = expires_at
 
 
-# -- the httpx.Auth --------------------------------------------------------
+# -- the authenticator -----------------------------------------------------
 
 
-class RegistryAuth(httpx.Auth):
+class RegistryAuth:
     """Answers registry challenges for one registry host.
 
     ``host`` is the registry as the user names it (``docker.io``,
     ``localhost:5000``); ``endpoint_hosts`` adds the hosts actually contacted
     for it (``registry-1.docker.io``, a mirror).  Only requests to those get an
-    ``Authorization`` header.  Token requests go through ``token_client`` (a
-    plain client owned by the caller); without one, a client is created on
-    first use and closed by :meth:`close`.
-    """
+    ``Authorization`` header.  Token requests go through ``token_client``,
+    owned by the caller.  Thread-safe.
 
-    requires_request_body = False
-    requires_response_body = False
+    The caller's loop, per request::
+
+        sent = auth.authorization(method, url)
+        response = client.request(method, url, {"Authorization": sent} if sent else {})
+        if response.status == 401 and auth.applies_to(url):
+            response.close()
+            retry = auth.answer(method, url, response, sent)
+            response = client.request(method, url, {"Authorization": retry})
+            if response.status == 401:
+                response.close()
+                raise auth.rejected(url)
+    """
 
     def __init__(
         self,
         host: str,
         credential: Credential | None,
-        token_client: httpx.Client | None = None,
+        token_client: http.Client,
         *,
         endpoint_hosts: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
@@ -253,20 +305,16 @@ class RegistryAuth(httpx.Auth):
         self._credential = credential
         self._allowed = {_split_hostport(h) for h in (host, *endpoint_hosts)}
         self._token_client = token_client
-        self._owns_client = token_client is None
         self._clock = clock
         self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str], _Token] = {}
-        self._bearer: dict[str, Challenge] = {}
-        self._basic: set[str] = set()
+        self._tokens: dict[tuple[_Origin, str], _Token] = {}
+        self._bearer: dict[_Origin, Challenge] = {}
+        self._basic: set[_Origin] = set()
 
     # -- lifecycle
 
     def close(self) -> None:
-        with self._lock:
-            client, self._token_client = self._token_client, None
-        if client is not None and self._owns_client:
-            client.close()
+        """Nothing to release: the token client belongs to the caller."""
 
     def __enter__(self) -> RegistryAuth:
         return self
@@ -276,40 +324,81 @@ class RegistryAuth(httpx.Auth):
 
     # -- the flow
 
-    def applies_to(self, url: httpx.URL) -> bool:
+    def applies_to(self, url: str) -> bool:
         """Whether requests to ``url`` may carry this registry's credentials."""
-        host = url.host.lower()
+        return self._ours(url) is not None
+
+    def authorization(self, method: str, url: str) -> str | None:
+        """The ``Authorization`` value to send with ``method url``, if any yet.
+
+        None when ``url`` is not one of this registry's hosts, or nothing is
+        known about the origin yet.  Otherwise a cached token for the request's
+        scope, Basic credentials once the origin asked for Basic, or a token
+        fetched now when the origin's bearer realm is already known (saving a
+        401 round trip per repository).  May raise like :meth:`answer` when it
+        fetches a token.
+        """
+        parts = self._ours(url)
+        if parts is None:
+            return None
+        return self._known_header(parts, _request_scope(method, url))
+
+    def answer(self, method: str, url: str, response: http.Response, sent: str | None) -> str:
+        """The ``Authorization`` value to retry ``method url`` with after ``response`` (a 401).
+
+        Only the challenge headers of ``response`` are used; its body is left
+        alone.  ``sent`` is what the refused request carried.
+        """
+        parts = self._ours(url)
+        if parts is None:
+            host = urlsplit(url).hostname or url
+            raise AuthenticationError(
+                f"{host} is not a host of registry {self.host}; not sending it credentials",
+                status=401,
+            )
+        scope = _request_scope(method, url)
+        challenges = {c.scheme: c for c in reversed(_challenges_of(response))}
+        if "bearer" in challenges:
+            with self._lock:
+                self._bearer[_origin(parts)] = challenges["bearer"]
+            return self._bearer_header(parts, challenges["bearer"], scope)
+        if "basic" in challenges:
+            return self._basic_answer(parts, url, sent)
+        offered = ", ".join(sorted(challenges)) or "none"
+        raise AuthenticationError(
+            f"registry {self.host} answered 401 without a supported challenge (offered: {offered})",
+            status=401,
+        )
+
+    def rejected(self, url: str) -> AuthenticationError:
+        """The error for a request to ``url`` still refused after :meth:`answer`."""
+        repository = repository_of(url)
+        what = f" for repository {repository}" if repository else ""
+        verb = "rejected the credentials" if self._credential else "answered 401"
+        return AuthenticationError(
+            f"registry {self.host} {verb}{what}",
+            hint=f"run 'pyimg login {self.host}'",
+            status=401,
+        )
+
+    def _ours(self, url: str) -> SplitResult | None:
+        parts = _split(url)
+        if parts is None:
+            return None
+        host = parts.hostname
+        explicit = _explicit_port(parts)
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
         for allowed_host, allowed_port in self._allowed:
             if allowed_host != host:
                 continue
-            if allowed_port is None and url.port is None:
-                return True
-            if allowed_port is not None and allowed_port == (
-                url.port or _DEFAULT_PORTS.get(url.scheme)
-            ):
-                return True
-        return False
+            if allowed_port is None and explicit is None:
+                return parts
+            if allowed_port is not None and allowed_port == port:
+                return parts
+        return None
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if not self.applies_to(request.url):
-            # Not ours: strip anything a default header may have put there.
-            request.headers.pop("Authorization", None)
-            yield request
-            return
-        origin = _origin(request.url)
-        scope = _request_scope(request)
-        sent = self._known_header(origin, request.url, scope)
-        if sent is not None:
-            request.headers["Authorization"] = sent
-        response = yield request
-        if response.status_code != 401:
-            return
-        request.headers["Authorization"] = self._answer(request.url, scope, response, sent)
-        response = yield request
-        if response.status_code == 401:
-            raise self._rejected(request.url)
-
-    def _known_header(self, origin: str, url: httpx.URL, scope: str | None) -> str | None:
+    def _known_header(self, parts: SplitResult, scope: str | None) -> str | None:
+        origin = _origin(parts)
         basic = self._basic_credentials()
         with self._lock:
             if origin in self._basic and basic is not None:
@@ -321,42 +410,16 @@ class RegistryAuth(httpx.Auth):
         if challenge is not None and scope is not None:
             # The realm is known from an earlier challenge: fetch the token for
             # this repository up front instead of paying a 401 round trip.
-            return self._bearer_header(url, challenge, scope)
+            return self._bearer_header(parts, challenge, scope)
         return None
 
-    def _answer(
-        self, url: httpx.URL, scope: str | None, response: httpx.Response, sent: str | None
-    ) -> str:
-        challenges = {c.scheme: c for c in reversed(_challenges_of(response))}
-        if "bearer" in challenges:
-            with self._lock:
-                self._bearer[_origin(url)] = challenges["bearer"]
-            return self._bearer_header(url, challenges["bearer"], scope)
-        if "basic" in challenges:
-            return self._basic_answer(url, sent)
-        offered = ", ".join(sorted(challenges)) or "none"
-        raise AuthenticationError(
-            f"registry {self.host} answered 401 without a supported challenge (offered: {offered})",
-            status=401,
-        )
-
-    def _basic_answer(self, url: httpx.URL, sent: str | None) -> str:
+    def _basic_answer(self, parts: SplitResult, url: str, sent: str | None) -> str:
         header = self._basic_credentials()
         if header is None or header == sent:
-            raise self._rejected(url)
+            raise self.rejected(url)
         with self._lock:
-            self._basic.add(_origin(url))
+            self._basic.add(_origin(parts))
         return header
-
-    def _rejected(self, url: httpx.URL) -> AuthenticationError:
-        repository = repository_of(url)
-        what = f" for repository {repository}" if repository else ""
-        verb = "rejected the credentials" if self._credential else "answered 401"
-        return AuthenticationError(
-            f"registry {self.host} {verb}{what}",
-            hint=f"run 'pyimg login {self.host}'",
-            status=401,
-        )
 
     def _basic_credentials(self) -> str | None:
         cred = self._credential
@@ -366,39 +429,36 @@ class RegistryAuth(httpx.Auth):
 
     # -- tokens
 
-    def _bearer_header(self, url: httpx.URL, challenge: Challenge, scope: str | None) -> str:
+    def _bearer_header(self, parts: SplitResult, challenge: Challenge, scope: str | None) -> str:
         scopes = challenge.params.get("scope", "").split() or ([scope] if scope else [])
-        token = self._fetch_token(url, challenge, scopes)
+        token = self._fetch_token(parts, challenge, scopes)
         key = scope or " ".join(scopes)
         with self._lock:
-            self._tokens[(_origin(url), key)] = token
+            self._tokens[(_origin(parts), key)] = token
         return token.header
 
-    def _fetch_token(self, url: httpx.URL, challenge: Challenge, scopes: list[str]) -> _Token:
-        realm = self._realm(url, challenge)
+    def _fetch_token(self, parts: SplitResult, challenge: Challenge, scopes: list[str]) -> _Token:
+        realm = self._realm(parts, challenge)
         service = challenge.params.get("service")
         try:
-            response = self._token_response(realm, service, scopes)
-        except httpx.TransportError as exc:
+            status, body = self._token_response(realm, service, scopes)
+        except http.TransportError as exc:
             raise RegistryUnreachable(
-                f"token server {realm.host} for registry {self.host} is unreachable: {exc}",
+                f"token server {realm.hostname} for registry {self.host} is unreachable: {exc}",
                 retryable=True,
             ) from exc
-        return self._parse_token(realm, response)
+        return self._parse_token(realm, status, body)
 
-    def _realm(self, url: httpx.URL, challenge: Challenge) -> httpx.URL:
+    def _realm(self, parts: SplitResult, challenge: Challenge) -> SplitResult:
         text = challenge.params.get("realm", "")
-        try:
-            realm = httpx.URL(text)
-        except httpx.InvalidURL:
-            realm = httpx.URL()
-        if realm.scheme not in _DEFAULT_PORTS or not realm.host:
+        realm = _split(text)
+        if realm is None:
             raise AuthenticationError(
                 f"registry {self.host} announced an unusable token realm {text!r}", status=401
             )
         # The realm is the registry's word, but not a licence to send a password
         # in clear text when the registry itself is reached over TLS.
-        if self._credential and realm.scheme == "http" and url.scheme == "https":
+        if self._credential and realm.scheme == "http" and parts.scheme == "https":
             raise AuthenticationError(
                 f"registry {self.host} announced a plain-HTTP token realm {text!r};"
                 " refusing to send credentials over it",
@@ -407,7 +467,7 @@ class RegistryAuth(httpx.Auth):
         return realm
 
     def _token_response(
-        self, realm: httpx.URL, service: str | None, scopes: list[str]
+        self, realm: SplitResult, service: str | None, scopes: list[str]
     ) -> tuple[int, bytes]:
         cred = self._credential
         if cred is not None and cred.identity_token:
@@ -423,24 +483,23 @@ class RegistryAuth(httpx.Auth):
 
     def _token_get(
         self,
-        realm: httpx.URL,
+        realm: SplitResult,
         service: str | None,
         scopes: list[str],
         username: str | None,
         secret: str | None,
     ) -> tuple[int, bytes]:
-        params: list[tuple[str, _QueryValue]] = [("service", service)] if service else []
+        params = [("service", service)] if service else []
         params += [("scope", s) for s in scopes]
         headers: dict[str, str] = {}
         if username is not None and secret is not None:
             headers["Authorization"] = _basic_header(username, secret)
             if username:
                 params.append(("account", username))
-        request = self._client().build_request("GET", realm, params=params, headers=headers)
-        return self._send_bounded(request)
+        return self._token_exchange("GET", _with_query(realm, params), headers, None)
 
     def _oauth_refresh(
-        self, realm: httpx.URL, service: str | None, scopes: list[str], token: str
+        self, realm: SplitResult, service: str | None, scopes: list[str], token: str
     ) -> tuple[int, bytes]:
         form = {
             "grant_type": "refresh_token",
@@ -450,24 +509,76 @@ class RegistryAuth(httpx.Auth):
         }
         if service:
             form["service"] = service
-        request = self._client().build_request("POST", realm, data=form)
-        return self._send_bounded(request)
+        body = urlencode(form).encode("ascii")
+        return self._token_exchange("POST", realm.geturl(), {"Content-Type": _FORM}, body)
 
-    def _send_bounded(self, request: httpx.Request) -> tuple[int, bytes]:
-        response = self._client().send(request, stream=True)
-        try:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > _MAX_TOKEN_RESPONSE:
+    def _token_exchange(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, bytes]:
+        """Status and (for a 200) body of a token request, following a few redirects.
+
+        A redirect to another origin loses the ``Authorization`` header, and a
+        credential-bearing body (the OAuth form) is never resent to another
+        origin.  301/302 turn a POST into a GET, 303 anything into a GET.
+        """
+        for _ in range(_MAX_TOKEN_REDIRECTS + 1):
+            response = self._token_client.request(method, url, headers, body)
+            try:
+                if not response.is_redirect:
+                    return response.status, self._token_body(response)
+                status, location = response.status, response.headers["location"]
+            finally:
+                response.close()
+            target = urljoin(url, location)
+            current, following = _split(url), _split(target)
+            if following is None:
+                raise AuthenticationError(
+                    f"token server {current.hostname if current else url} for registry"
+                    f" {self.host} redirected to an unusable URL {location!r}",
+                    status=status,
+                )
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            if current is None or _origin(current) != _origin(following):
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                if body is not None:
+                    raise AuthenticationError(
+                        f"token server {current.hostname if current else url} for registry"
+                        f" {self.host} redirected the token request to {following.hostname};"
+                        " refusing to send credentials there",
+                        status=status,
+                    )
+            url = target
+        raise AuthenticationError(
+            f"token server for registry {self.host} redirected more than"
+            f" {_MAX_TOKEN_REDIRECTS} times",
+            status=status,
+        )
+
+    def _token_body(self, response: http.Response) -> bytes:
+        """The body of a 200 answer, at most ``_MAX_TOKEN_RESPONSE`` bytes; ``b""`` otherwise."""
+        if response.status != 200:
+            return b""  # only the status matters; close() drops the connection
+        length = response.content_length
+        if length is None or length <= _MAX_TOKEN_RESPONSE:
+            out = bytearray()
+            buf = bytearray(64 * 1024)
+            while n := response.readinto(buf):
+                out += buf[:n]
+                if len(out) > _MAX_TOKEN_RESPONSE:
                     break
-            return response.status_code, bytes(body)
-        finally:
-            response.close()
+            else:
+                return bytes(out)
+        host = urlsplit(response.url).hostname
+        raise AuthenticationError(
+            f"token server {host} for registry {self.host} answered with more than"
+            f" {_MAX_TOKEN_RESPONSE} bytes",
+            status=response.status,
+        )
 
-    def _parse_token(self, realm: httpx.URL, answer: tuple[int, bytes]) -> _Token:
-        status, body = answer
-        where = f"token server {realm.host} for registry {self.host}"
+    def _parse_token(self, realm: SplitResult, status: int, body: bytes) -> _Token:
+        where = f"token server {realm.hostname} for registry {self.host}"
         if status != 200:
             hint = f"run 'pyimg login {self.host}'" if status in (401, 403) else None
             raise AuthenticationError(
@@ -483,13 +594,6 @@ class RegistryAuth(httpx.Auth):
         if not isinstance(token, str) or not token:
             raise AuthenticationError(f"{where} answered without a token", status=status)
         return _Token(f"Bearer {token}", self._clock() + _lifetime(document))
-
-    def _client(self) -> httpx.Client:
-        with self._lock:
-            if self._token_client is None:
-                self._token_client = httpx.Client(timeout=30.0, follow_redirects=True)
-                self._owns_client = True
-            return self._token_client
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -15,12 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import copy
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +139,7 @@ class DockerConfig:
     def _update(self, change: Callable[[dict[str, Any]], bool | None]) -> None:
         # Re-read right before writing so that keys another tool wrote since we
         # loaded survive; then change only what we own.
-        data = copy.deepcopy(_read(self.path))
+        data = _read(self.path)  # a fresh parse: ours to change
         _validate(self.path, data)
         if change(data) is False:
             return
@@ -278,6 +274,8 @@ def write_config(path: Path, data: Mapping[str, Any]) -> None:
     target = path.resolve() if path.is_symlink() else path
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = (json.dumps(data, indent="\t") + "\n").encode("utf-8")
+    import tempfile  # writing config is rare: keep the pull path's imports lean
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -348,6 +346,9 @@ def helper_erase(name: str, server: str) -> None:
 
 def _run_helper(name: str, action: str, stdin: str) -> str | None:
     """Run a helper; its stdout, or None for "credentials not found"."""
+    import shutil
+    import subprocess  # helpers are rare; importing this costs ~10 ms on every pull
+
     program = f"{_HELPER_PREFIX}{name}"
     executable = shutil.which(program)
     if executable is None:

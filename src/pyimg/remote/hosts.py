@@ -11,19 +11,17 @@ Without ``hosts.toml``, docker's layout of the same directory is honoured:
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
-import ssl
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import certifi
-
 from pyimg.errors import ConfigError
+
+if TYPE_CHECKING:
+    import ssl
 
 CAPABILITIES = frozenset({"pull", "resolve", "push"})
 DOCKER_HUB = "docker.io"
@@ -113,9 +111,13 @@ def _host_dir(host: str, config_dir: Path | None) -> Path | None:
 def is_loopback(host: str) -> bool:
     """``localhost``, 127.0.0.0/8 or ``::1``, with or without a port."""
     name = _strip_port(host)
-    if name.lower() == "localhost":
+    if name.lower() == "localhost" or name.startswith("127."):
         return True
+    if not name or not (name[0].isdigit() or ":" in name):
+        return False  # a DNS name: no need to import ipaddress
     try:
+        import ipaddress
+
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
@@ -157,6 +159,8 @@ def _docker_hub_api(endpoint: Endpoint) -> Endpoint:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when a hosts.toml exists
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
@@ -323,20 +327,18 @@ def _with_docker_certs(endpoint: Endpoint, directory: Path) -> Endpoint:
 # -- TLS -------------------------------------------------------------------
 
 
-def build_ssl_context(endpoint: Endpoint) -> ssl.SSLContext | bool:
-    """What to pass as httpx's ``verify=`` for ``endpoint``.
+def build_ssl_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """The TLS context for ``endpoint``: the system's roots plus configured CAs,
+    the client certificate if any, no verification only for ``skip_verify``.
 
-    ``True`` (httpx's defaults) when nothing is configured; otherwise a
-    context trusting the system roots, certifi's (httpx's own default) and
-    the configured CAs, holding the client certificate if there is one.
+    ``ssl`` is imported here, not at module level: a plain-HTTP pull never
+    pays for it.
     """
-    if endpoint.verify and not endpoint.ca_files and endpoint.client_cert is None:
-        return True
-    if not endpoint.verify and endpoint.client_cert is None:
-        return False
+    import ssl
+
     context = ssl.create_default_context()
     if endpoint.verify:
-        _load_cas(context, [certifi.where(), *endpoint.ca_files], endpoint)
+        _load_cas(context, list(endpoint.ca_files), endpoint)
     else:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -346,6 +348,8 @@ def build_ssl_context(endpoint: Endpoint) -> ssl.SSLContext | bool:
 
 
 def _load_cas(context: ssl.SSLContext, files: list[str], endpoint: Endpoint) -> None:
+    import ssl
+
     for ca in files:
         try:
             context.load_verify_locations(cafile=ca)
@@ -354,6 +358,8 @@ def _load_cas(context: ssl.SSLContext, files: list[str], endpoint: Endpoint) -> 
 
 
 def _load_client(context: ssl.SSLContext, pair: tuple[str, str], endpoint: Endpoint) -> None:
+    import ssl
+
     cert, key = pair
     try:
         context.load_cert_chain(certfile=cert, keyfile=key)

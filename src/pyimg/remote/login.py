@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyimg.errors import AuthenticationError, FailedPrecondition
+from pyimg.remote import http
+from pyimg.remote.connection import connect
 from pyimg.remote.credentials import Credential
 from pyimg.remote.hosts import resolve_hosts
-from pyimg.remote.registry import RegistryOptions, connect
-from pyimg.remote.transport import RetryPolicy, check_response, with_retries
+from pyimg.remote.transport import RetryPolicy, check_response, translate, with_retries
 
 
 def check_credentials(host: str, cred: Credential, config_dir: Path | None,
@@ -17,14 +18,20 @@ def check_credentials(host: str, cred: Credential, config_dir: Path | None,
     upstream = [ep for ep in resolve_hosts(host, config_dir) if not ep.is_mirror]
     if not upstream:
         raise FailedPrecondition(f"login {host}: no upstream endpoint configured")
-    conn = connect(upstream[-1], host, cred, RegistryOptions(retry=retry, max_connections=2))
+    try:
+        conn = connect(upstream[-1], host, cred, timeout=retry.timeout)
+    except http.TransportError as exc:
+        raise translate(exc, f"login {host}") from exc
     try:
         def ping() -> None:
-            resp = conn.client.get(conn.base + "/")
-            if resp.status_code == 401:
+            try:
+                resp = conn.request("GET", conn.base + "/")
+            except AuthenticationError as exc:
                 raise AuthenticationError(f"login {host}: credentials refused",
-                                          hint="check username and password", status=401)
+                                          hint="check username and password",
+                                          status=401) from exc
             check_response(resp, f"login {host}", host=host)
+            resp.close()
 
         with_retries(retry, f"login {host}", ping)
     finally:

@@ -1,23 +1,19 @@
-"""HTTP to one registry endpoint: retries, backoff, and error translation.
+"""Retries, backoff, and error translation for registry requests.
 
-This is the one boundary where httpx exceptions and registry error bodies
-become :mod:`pyimg.errors` (as httpx's ``map_httpcore_exceptions``).
+This is the one boundary where transport exceptions (:mod:`pyimg.remote.http`)
+and registry error bodies become :mod:`pyimg.errors`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import httpx
-
+from pyimg import _debug
 from pyimg.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -28,8 +24,7 @@ from pyimg.errors import (
     RegistryError,
     RegistryUnreachable,
 )
-
-log = logging.getLogger("pyimg.remote")
+from pyimg.remote.http import Response, Timeout, TransportError
 
 _T = TypeVar("_T")
 _MAX_ERROR_BODY = 64 * 1024
@@ -52,21 +47,26 @@ class RetryPolicy:
         return random.uniform(0, min(self.cap, self.base * (2 ** attempt)))
 
 
-def retry_after(resp: httpx.Response) -> float | None:
+def retry_after(resp: Response) -> float | None:
     value = resp.headers.get("Retry-After")
     if not value:
         return None
     try:
         return float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return None if parsed is None else parsed.timestamp() - time.time()
+        pass
+    import email.utils  # HTTP-date form: rare, so not imported up front
+
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None
 
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, RegistryError):
         return exc.retryable
-    return isinstance(exc, httpx.TransportError)
+    return isinstance(exc, TransportError)
 
 
 def with_retries(policy: RetryPolicy, what: str, fn: Callable[[], _T],
@@ -75,12 +75,12 @@ def with_retries(policy: RetryPolicy, what: str, fn: Callable[[], _T],
     for attempt in range(policy.attempts):
         try:
             return fn()
-        except (httpx.TransportError, RegistryError) as exc:
+        except (TransportError, RegistryError) as exc:
             if not is_transient(exc) or attempt == policy.attempts - 1:
                 raise translate(exc, what) from exc
             after = exc.retry_after if isinstance(exc, RegistryError) else None
             wait = policy.delay(attempt, after)
-            log.debug("%s: %s; retry %d in %.2fs", what, exc, attempt + 1, wait)
+            _debug.log(__name__, "%s: %s; retry %d in %.2fs", what, exc, attempt + 1, wait)
             sleep(wait)
     raise AssertionError("unreachable")
 
@@ -88,10 +88,10 @@ def with_retries(policy: RetryPolicy, what: str, fn: Callable[[], _T],
 def translate(exc: BaseException, what: str) -> PyimgError:
     if isinstance(exc, PyimgError):
         return exc
-    if isinstance(exc, httpx.TimeoutException):
-        return RegistryUnreachable(f"{what}: timed out ({type(exc).__name__})",
-                                   hint="check the network or raise --timeout", retryable=True)
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, Timeout):
+        return RegistryUnreachable(f"{what}: timed out", hint="check the network",
+                                   retryable=True)
+    if isinstance(exc, TransportError):
         return RegistryUnreachable(f"{what}: {_reason(exc)}",
                                    hint="check that the registry is up and reachable",
                                    retryable=True)
@@ -105,12 +105,12 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def check_response(resp: httpx.Response, what: str, *, kind: str = "manifest",
+def check_response(resp: Response, what: str, *, kind: str = "manifest",
                    host: str = "") -> None:
     """Raise the right error for a non-2xx answer (reads at most 64 KiB of body)."""
-    if resp.status_code < 300:
+    if resp.status < 300:
         return
-    status = resp.status_code
+    status = resp.status
     codes, detail = _error_body(resp)
     msg = f"{what}: registry {host} answered {status}" + (f" ({detail})" if detail else "")
     if status == 401:
@@ -129,32 +129,16 @@ def check_response(resp: httpx.Response, what: str, *, kind: str = "manifest",
     raise RegistryError(msg, status=status, codes=codes, retryable=status in _RETRY_STATUS)
 
 
-def _error_body(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
+def _error_body(resp: Response) -> tuple[tuple[str, ...], str]:
+    """Distribution-spec error codes and messages from a bounded read of the body."""
     try:
-        raw = b""
-        if resp.is_stream_consumed:
-            raw = resp.content  # a non-streamed request (HEAD, small GET): already read
-        else:
-            for chunk in resp.iter_raw():
-                raw += chunk
-                if len(raw) > _MAX_ERROR_BODY:
-                    break
-        if resp.headers.get("content-encoding"):
-            return (), ""
-        obj = json.loads(raw[:_MAX_ERROR_BODY])
+        raw = resp.read(_MAX_ERROR_BODY)
+        obj = json.loads(raw)
         errors = obj.get("errors", []) if isinstance(obj, dict) else []
         codes = tuple(str(e.get("code", "")) for e in errors if isinstance(e, dict))
         msgs = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
         return codes, "; ".join(f"{c}: {m}" if m else c for c, m in zip(codes, msgs, strict=True))
-    except (ValueError, UnicodeDecodeError, httpx.HTTPError):
+    except (ValueError, UnicodeDecodeError, TransportError):
         return (), ""
-
-
-@contextmanager
-def stream(client: httpx.Client, method: str, url: str, *, headers: Mapping[str, str],
-           auth: httpx.Auth | object | None = httpx.USE_CLIENT_DEFAULT,
-           ) -> Iterator[httpx.Response]:
-    """``client.stream`` that never follows redirects itself (see Fetcher)."""
-    with client.stream(method, url, headers=dict(headers), follow_redirects=False,
-                       auth=auth) as resp:  # type: ignore[arg-type]
-        yield resp
+    finally:
+        resp.close()

@@ -21,8 +21,6 @@ from pyimg import reference
 from pyimg.errors import InvalidArgument
 from pyimg.reference import Reference
 from pyimg.sources import ImageSource
-from pyimg.sources.docker_archive import DockerArchiveSource
-from pyimg.sources.layout import LayoutSource
 
 Transport = Literal["registry", "oci", "docker-archive"]
 
@@ -69,7 +67,11 @@ def open_file_source(spec: SourceSpec) -> ImageSource:
             f"{spec.transport} sources are not file-backed: open them with a registry resolver"
         )
     if spec.transport == "oci":
+        from pyimg.sources.layout import LayoutSource  # each source imports only itself
+
         return LayoutSource(spec.path, spec.tag)
+    from pyimg.sources.docker_archive import DockerArchiveSource  # imports tarfile
+
     if spec.index is not None:
         return DockerArchiveSource(spec.path, f"@{spec.index}")
     return DockerArchiveSource(spec.path, str(spec.reference) if spec.reference else None)

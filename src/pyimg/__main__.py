@@ -1,0 +1,5 @@
+"""python -m pyimg"""
+
+from pyimg.cli import main
+
+main()
