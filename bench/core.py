@@ -123,6 +123,9 @@ class CaseResult:
         return d
 
 
+_GNU_TIME = "/usr/bin/time"
+
+
 def measure(argv: Sequence[str], *, side: str, run: int, env: dict[str, str] | None = None,
             timeout: float = 1800.0) -> tuple[Measurement, str]:
     """Run argv once; return its measurement and (tail of) stderr.
@@ -130,7 +133,13 @@ def measure(argv: Sequence[str], *, side: str, run: int, env: dict[str, str] | N
     stdout goes to /dev/null; stderr to an unbuffered temp file so a chatty
     child can never block on a full pipe while we sit in wait4.
     """
-    with tempfile.TemporaryFile() as err:
+    # NOTE: wait4's ru_maxrss is useless here: Linux carries the forking
+    # parent's RSS high-water mark across exec, so every child would report at
+    # least this (Python) process's RSS.  GNU time forks from a 2 MB process,
+    # so its %M is the child's own peak.  Its start-up (~1 ms) is paid by both
+    # sides alike.
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        argv = [_GNU_TIME, "-q", "-f", "%M", "-o", rss.name, *argv]
         start = time.perf_counter()
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=err, env=env)
@@ -148,7 +157,9 @@ def measure(argv: Sequence[str], *, side: str, run: int, env: dict[str, str] | N
             raise BenchError(f"timeout after {timeout}s: {' '.join(argv)}")
         err.seek(0)
         stderr = err.read()[-4000:].decode(errors="replace")
-    return Measurement(side=side, run=run, wall_s=wall, maxrss_kib=ru.ru_maxrss,
+        peak = rss.read().strip().splitlines()
+        maxrss = int(peak[-1]) if peak and peak[-1].isdigit() else ru.ru_maxrss
+    return Measurement(side=side, run=run, wall_s=wall, maxrss_kib=maxrss,
                        user_s=ru.ru_utime, sys_s=ru.ru_stime, inblock=ru.ru_inblock,
                        oublock=ru.ru_oublock, returncode=proc.returncode), stderr
 

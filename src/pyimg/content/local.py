@@ -129,6 +129,12 @@ class LocalStore:
             os.close(lock_fd)
             raise
 
+    def sync(self) -> None:
+        """Make every committed rename durable (fsync of the blob directories)."""
+        if self._blobs.is_dir():
+            for algdir in self._blobs.iterdir():
+                fsync_dir(algdir)
+
     def ingests(self) -> Iterator[Path]:
         if self._ingest.is_dir():
             yield from sorted(self._ingest.iterdir())
@@ -187,7 +193,9 @@ class Writer:
             # Another blob's leftovers (or none): start clean.
             with contextlib.suppress(FileNotFoundError):
                 data_path.unlink()
-            atomic_write(ingest / "meta", meta.encode())
+            # No fsync: a torn meta only fails to match next time, and the
+            # ingest then restarts from zero.
+            (ingest / "meta").write_text(meta)
         self._file = open(data_path, "ab+", buffering=0)  # noqa: SIM115 - closed in close()
         self.offset = self._rehash()
 
@@ -214,12 +222,19 @@ class Writer:
 
     def write(self, data: bytes | memoryview) -> int:
         self._verifier.update(data)  # raises SizeMismatch before the disk fills
-        n = self._file.write(data)
-        self.offset += len(data)
-        return n if n is not None else len(data)
+        size = len(data)
+        written = 0
+        while written < size:  # unbuffered file: a short write is possible
+            written += self._file.write(data[written:] if written else data) or 0
+        self.offset += size
+        return size
 
-    def commit(self) -> None:
-        """fsync, verify, rename into place; always closes the writer."""
+    def commit(self, *, sync_dir: bool = True) -> None:
+        """fsync, verify, rename into place; always closes the writer.
+
+        ``sync_dir=False`` leaves the rename's durability to a later
+        :meth:`LocalStore.sync` (a pull does one for all its blobs).
+        """
         try:
             os.fsync(self._file.fileno())
             try:
@@ -231,7 +246,8 @@ class Writer:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(self._file.fileno(), stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             os.rename(self._dir / "data", target)
-            fsync_dir(target.parent)
+            if sync_dir:
+                fsync_dir(target.parent)
         finally:
             self.close()
         # The blob is in place; failing to tidy the ingest must not fail the commit.

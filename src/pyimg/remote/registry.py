@@ -30,6 +30,7 @@ from pyimg.remote.connection import Connection, connect
 from pyimg.remote.credentials import DockerConfig
 from pyimg.remote.hosts import Endpoint, resolve_hosts
 from pyimg.remote.transport import RetryPolicy, check_response, translate, with_retries
+from pyimg.sources import Chunk
 
 #: Read size for blobs.  Larger buffers fall out of L2 cache between the
 #: socket read, the hash and the write (measured: 1 MiB is ~2x slower).
@@ -72,7 +73,7 @@ class RegistrySource:
             self.options.retry, what, lambda: self._resolve_on(conn)))
 
     @contextmanager
-    def fetch(self, desc: Descriptor, offset: int = 0) -> Iterator[Iterator[bytes]]:
+    def fetch(self, desc: Descriptor, offset: int = 0) -> Iterator[Iterator[Chunk]]:
         cached = self._manifests.get(desc.digest)
         if cached is not None:
             yield iter((cached[offset:],))
@@ -191,12 +192,13 @@ class RegistrySource:
         return Descriptor(media_type, digest, len(body))
 
     # fetch -------------------------------------------------------------------
-    def _stream(self, desc: Descriptor, offset: int) -> Generator[bytes, None, None]:
+    def _stream(self, desc: Descriptor, offset: int) -> Generator[Chunk, None, None]:
         """Yield bytes from ``offset``, reconnecting with Range after a broken body."""
         what = f"fetch {desc.digest}"
         pos = offset
         policy = self.options.retry
         buf = bytearray(CHUNK)
+        view = memoryview(buf)
         for attempt in range(policy.attempts):
             try:
                 resp, skip = self._open(desc, pos)
@@ -207,9 +209,9 @@ class RegistrySource:
                             skip -= drop
                             if drop == n:
                                 continue
-                            chunk = bytes(buf[drop:n])
+                            chunk = view[drop:n]
                         else:
-                            chunk = bytes(buf[:n])
+                            chunk = view[:n]
                         pos += len(chunk)
                         yield chunk
                 if pos >= desc.size:

@@ -18,6 +18,8 @@ from typing import Protocol
 from pyimg.oci import Descriptor
 from pyimg.reference import Reference
 
+Chunk = bytes | memoryview
+
 
 class ImageSource(Protocol):
     @property
@@ -34,8 +36,13 @@ class ImageSource(Protocol):
         """The root descriptor (index or manifest) the source points at."""
         ...
 
-    def fetch(self, desc: Descriptor, offset: int = 0) -> AbstractContextManager[Iterator[bytes]]:
-        """Stream the blob's bytes from ``offset``; unverified. NotFound if absent."""
+    def fetch(self, desc: Descriptor, offset: int = 0) -> AbstractContextManager[Iterator[Chunk]]:
+        """Stream the blob's bytes from ``offset``; unverified. NotFound if absent.
+
+        A chunk is valid only until the next one is requested: sources may
+        reuse one buffer (the registry does, to keep the hot loop copy-free).
+        Copy a chunk to keep it.
+        """
         ...
 
     def close(self) -> None: ...
