@@ -7,9 +7,10 @@ except :meth:`Settings.from_env`, which the CLI uses to build defaults.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyimg import oci
 from pyimg import reference as refs
@@ -22,6 +23,14 @@ from pyimg.pull import pull as _pull
 from pyimg.remote.credentials import Credential, DockerConfig, default_config_path
 from pyimg.remote.transport import RetryPolicy
 from pyimg.sources import ImageSource
+
+if TYPE_CHECKING:
+    from pyimg.oci import Platform
+    from pyimg.snapshotters import Snapshotter
+    from pyimg.unpack import ImageParts, Unpacker, UnpackResult
+    from pyimg.unpack.pool import ApplyPool
+
+Note = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -90,13 +99,75 @@ def open_source(text: str, settings: Settings, *, max_connections: int = 8) -> I
 
 
 def pull(store: Store, text: str, settings: Settings, options: PullOptions | None = None,
-         on_progress: ProgressFn | None = None) -> PullResult:
+         on_progress: ProgressFn | None = None, *, unpack: bool = True,
+         snapshotter_name: str | None = None, note: Note | None = None) -> PullResult:
+    """Pull into the store; with ``unpack``, layers are extracted while they arrive."""
     options = options or PullOptions()
     source = open_source(text, settings, max_connections=max(options.jobs, 2) + 2)
+    session = _UnpackSession(store, options, snapshotter_name, note) if unpack else None
     try:
-        return _pull(source, store.content, store.meta, options, on_progress)
+        result = _pull(source, store.content, store.meta, options, on_progress,
+                       observe=session.observe if session else None)
+        if session is not None:
+            result.unpacked = session.finish()
+        return result
+    except BaseException:
+        if session is not None:
+            session.abort()
+        raise
     finally:
         source.close()
+        if session is not None:
+            session.close()
+
+
+class _UnpackSession:
+    """Unpack during a pull: created once the manifests and configs are stored."""
+
+    def __init__(self, store: Store, options: PullOptions, snapshotter_name: str | None,
+                 note: Note | None) -> None:
+        self.store, self.options, self.sn_name, self.note = store, options, snapshotter_name, note
+        self.unpacker: Unpacker | None = None
+        self.pool: ApplyPool | None = None
+        self.indices: dict[str, list[int]] = {}
+
+    def observe(self, result: PullResult) -> _UnpackSession | None:
+        from pyimg.unpack import Unpacker, cleanup_stale, image_parts
+        from pyimg.unpack.pool import ApplyPool, workers_for
+
+        try:
+            parts = image_parts(self.store.content, result.target, self.options.platform)
+        except NotFound:
+            return None  # e.g. --platform of another OS: stored, not unpacked
+        sn = snapshotter(self.store, self.sn_name)
+        cleanup_stale(sn, _lock_dir(self.store))
+        self.pool = ApplyPool(workers_for(len(parts.manifest.layers), sn.supports_rebase))
+        self.unpacker = Unpacker(self.store.content, sn, parts, self.pool,
+                                 _lock_dir(self.store), note=self.note)
+        for i, layer in enumerate(parts.manifest.layers):
+            self.indices.setdefault(str(layer.digest), []).append(i)
+        return self
+
+    def blob_ready(self, desc: Descriptor) -> None:
+        assert self.unpacker is not None
+        for i in self.indices.get(str(desc.digest), ()):
+            self.unpacker.layer_ready(i)
+
+    def finish(self) -> UnpackResult | None:
+        if self.unpacker is None:
+            return None
+        result = self.unpacker.finish()
+        _label_snapshot(self.store, self.unpacker.parts, self.unpacker.sn.name,
+                        str(result.chain_id))
+        return result
+
+    def abort(self) -> None:
+        if self.unpacker is not None:
+            self.unpacker.abort()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
 
 # images ------------------------------------------------------------------
@@ -200,3 +271,109 @@ def login(settings: Settings, host: str, username: str, password: str) -> None:
 def logout(settings: Settings, host: str) -> None:
     host = refs.parse(f"{host}/x").domain if "/" not in host else host
     _docker_config(settings).erase(host)
+
+
+# unpack, snapshots, mounts ---------------------------------------------------
+
+
+def snapshotter(store: Store, name: str | None = None) -> Snapshotter:
+    """The named snapshotter, or overlay when the store's filesystem supports it."""
+    from pyimg.snapshotters import open_snapshotter, overlay_supported
+
+    root = store.root / "snapshots"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if name is None:
+        name = os.environ.get("PYIMG_SNAPSHOTTER") or (
+            "overlay" if overlay_supported(root) else "native")
+    if name not in ("overlay", "native"):
+        raise InvalidArgument(f"unknown snapshotter {name!r}: use overlay or native")
+    return open_snapshotter(name, store.root, store.meta)
+
+
+def _lock_dir(store: Store) -> Path:
+    return store.root / "snapshots" / "locks"
+
+
+def local_parts(store: Store, name: str, platform: Platform | None = None) -> ImageParts:
+    from pyimg.unpack import image_parts
+
+    return image_parts(store.content, resolve_local(store, name).target, platform)
+
+
+def unpack_image(store: Store, name: str, *, platform: Platform | None = None,
+                 snapshotter_name: str | None = None, note: Note | None = None) -> UnpackResult:
+    """Ensure the image's snapshot chain exists (layers already there are reused)."""
+    from pyimg.unpack import cleanup_stale, unpack
+
+    parts = local_parts(store, name, platform)
+    sn = snapshotter(store, snapshotter_name)
+    cleanup_stale(sn, _lock_dir(store))
+    result = unpack(store.content, sn, parts, _lock_dir(store), note=note)
+    _label_snapshot(store, parts, sn.name, str(result.chain_id))
+    return result
+
+
+def _label_snapshot(store: Store, parts: ImageParts, sn_name: str, chain_id: str) -> None:
+    # containerd's convention: the config references the unpacked chain, so a
+    # garbage collector keeps the snapshot while the image exists.
+    with store.meta.transaction(write=True) as tx:
+        tx.set_labels(parts.manifest.config.digest,
+                      {f"containerd.io/gc.ref.snapshot.{sn_name}": chain_id})
+
+
+def flatten_image(store: Store, name: str, dest: Path, *, platform: Platform | None = None,
+                  note: Note | None = None) -> ImageParts:
+    """Write the image's root filesystem as a plain tree into ``dest`` (new or empty)."""
+    from pyimg.unpack.flatten import flatten, prepare_dest
+
+    parts = local_parts(store, name, platform)
+    prepare_dest(dest)
+    flatten(store.content, parts, dest, note=note)
+    return parts
+
+
+def write_bundle(store: Store, name: str, bundle: Path, *, platform: Platform | None = None,
+                 note: Note | None = None) -> Path:
+    """An OCI runtime bundle (``rootfs/`` + ``config.json``) that runc runs unchanged."""
+    from pyimg.runtime.bundle import write_bundle as _write
+    from pyimg.runtime.spec import RunOptions
+    from pyimg.unpack.flatten import flatten, prepare_dest
+
+    parts = local_parts(store, name, platform)
+    prepare_dest(bundle)
+    return _write(bundle, parts.config,
+                  lambda rootfs: flatten(store.content, parts, rootfs, note=note), RunOptions())
+
+
+def _mount_key(target: Path) -> str:
+    return f"mount:{target.resolve()}"
+
+
+def mount_image(store: Store, name: str, target: Path, *,
+                platform: Platform | None = None) -> str:
+    """Mount a read-only view of the image at ``target`` (unpacking it if needed)."""
+    from pyimg.mount import mount_all
+
+    result = unpack_image(store, name, platform=platform)
+    sn = snapshotter(store)
+    if not target.is_dir():
+        raise NotFound(f"mount target {target}: not a directory")
+    key = _mount_key(target)
+    mounts = sn.view(key, str(result.chain_id))
+    try:
+        mount_all(mounts, str(target))
+    except BaseException:
+        sn.remove(key)
+        raise
+    return key
+
+
+def umount_image(store: Store, target: Path) -> None:
+    """Undo :func:`mount_image`: unmount and drop the view."""
+    from pyimg.mount import unmount
+
+    sn = snapshotter(store)
+    key = _mount_key(target)
+    sn.stat(key)  # NotFound when pyimg did not mount it
+    unmount(str(target))
+    sn.remove(key)

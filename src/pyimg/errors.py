@@ -25,7 +25,9 @@ failed, ``hint`` what to do about it.
     │    ├─ ManifestUnknown(RegistryError, NotFound)
     │    └─ BlobUnknown(RegistryError, NotFound)
     ├─ ConfigError            a configuration file is malformed           (exit 12)
-    └─ CredentialHelperError  docker-credential-* failed                  (exit 13)
+    ├─ CredentialHelperError  docker-credential-* failed                  (exit 13)
+    └─ UnpackError            a layer cannot be decompressed or applied   (exit 14)
+         └─ UnsafeEntryError  a tar entry tries to escape the root
 """
 
 from __future__ import annotations
@@ -134,3 +136,18 @@ class ManifestUnknown(RegistryError, NotFound):
 
 class BlobUnknown(RegistryError, NotFound):
     exit_code = 3
+
+
+class UnpackError(PyimgError):
+    """A layer could not be decompressed, parsed or written to disk."""
+
+    exit_code = 14
+
+
+class UnsafeEntryError(UnpackError):
+    """A tar entry that would escape the root or corrupt the tree (hostile layer)."""
+
+    def __init__(self, member: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"unsafe layer entry {member!r}: {reason}", hint=hint)
+        self.member = member
+        self.reason = reason

@@ -1,4 +1,4 @@
-"""sqlite metadata: images and content labels (snapshots and containers later).
+"""sqlite metadata: images, content labels and snapshots (containers later).
 
 One database in WAL mode, shared by every pyimg process.  The only way in is
 ``with meta.transaction(write=True) as tx:``: writes take the lock up front
@@ -9,7 +9,9 @@ Blobs on disk are authoritative; the database holds names and references.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pyimg.digest import Digest
-from pyimg.errors import FailedPrecondition, NotFound, Unavailable
+from pyimg.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from pyimg.oci import Descriptor
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -39,7 +41,41 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (digest, key)
     );
     """,
+    # 2: snapshots.  The integer id names the snapshot's directory (keys are
+    # arbitrary strings and never appear in paths; short ids keep overlay's
+    # lowerdir list short).  AUTOINCREMENT: an id is never reused, so a
+    # directory whose row was deleted can never be mistaken for a new one.
+    """
+    CREATE TABLE snapshots (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        snapshotter TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+        parent      TEXT NULL,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (snapshotter, key),
+        FOREIGN KEY (snapshotter, parent) REFERENCES snapshots(snapshotter, key)
+    );
+    CREATE INDEX snapshots_parent ON snapshots(snapshotter, parent);
+    """,
 )
+
+
+_KEEP: object = object()  # "leave this column alone" for update_snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    id: int  # names the snapshot's directory
+    snapshotter: str
+    key: str
+    kind: str  # "active", "view" or "committed"
+    parent: str | None
+    created_at: float
+    updated_at: float
+    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +91,11 @@ class MetaStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=60.0,
                                    check_same_thread=False)
+        self._lock = threading.Lock()
+        self._owner: int | None = None
         self._db.execute("PRAGMA busy_timeout = 60000")
         self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
         _retry_locked(self._enable_wal)
         _retry_locked(self._migrate)
 
@@ -81,13 +120,25 @@ class MetaStore:
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Tx]:
-        self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        try:
-            yield Tx(self._db)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        # One connection holds one transaction at a time: threads (parallel
+        # fetch and unpack workers) take turns.  Opening a second one on the
+        # same thread is a bug (pass the tx instead); refusing it up front
+        # keeps sqlite's error from rolling back the outer transaction.
+        me = threading.get_ident()
+        if self._owner == me:
+            raise FailedPrecondition("metadata transaction: this thread is already in one")
+        with self._lock:
+            self._owner = me
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield Tx(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                self._owner = None
 
     def close(self) -> None:
         self._db.close()
@@ -181,6 +232,105 @@ class Tx:
 
     def delete_labels(self, digest: Digest) -> None:
         self.execute("DELETE FROM content_labels WHERE digest = ?", (str(digest),))
+
+    # snapshots ---------------------------------------------------------
+    # Rows only: the snapshotter owns the directories and the ordering
+    # between them and these rows (see pyimg.snapshotters).
+    def create_snapshot(self, snapshotter: str, key: str, kind: str, parent: str | None,
+                        labels: Mapping[str, str] | None = None) -> SnapshotRecord:
+        """Insert a snapshot; ``parent`` must be a committed snapshot."""
+        if self._snapshot_row(snapshotter, key) is not None:
+            raise AlreadyExists(f"snapshot {key}: already exists")
+        if parent is not None:
+            self._require_committed(snapshotter, parent)
+        now = time.time()
+        cur = self.execute(
+            "INSERT INTO snapshots(snapshotter, key, kind, parent, created_at, updated_at,"
+            " labels) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (snapshotter, key, kind, parent, now, now, json.dumps(dict(labels or {}))),
+        )
+        assert cur.lastrowid is not None
+        return SnapshotRecord(cur.lastrowid, snapshotter, key, kind, parent, now, now,
+                              dict(labels or {}))
+
+    def find_snapshot(self, snapshotter: str, key: str) -> SnapshotRecord | None:
+        return self._snapshot_row(snapshotter, key)
+
+    def get_snapshot(self, snapshotter: str, key: str) -> SnapshotRecord:
+        row = self._snapshot_row(snapshotter, key)
+        if row is None:
+            raise NotFound(f"snapshot {key}: not found")
+        return row
+
+    def list_snapshots(self, snapshotter: str) -> list[SnapshotRecord]:
+        rows = self.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots"
+                            " WHERE snapshotter = ? ORDER BY id", (snapshotter,)).fetchall()
+        return [_snapshot(r) for r in rows]
+
+    def update_snapshot(self, snapshotter: str, key: str, *, kind: str | None = None,
+                        new_key: str | None = None, parent: object = _KEEP,
+                        labels: Mapping[str, str] | None = None) -> SnapshotRecord:
+        """Change kind, key (commit: key -> name), parent (rebase) or labels."""
+        rec = self.get_snapshot(snapshotter, key)
+        if new_key is not None and new_key != key:
+            if self._snapshot_row(snapshotter, new_key) is not None:
+                raise AlreadyExists(f"snapshot {new_key}: already exists")
+            if self.children(snapshotter, key):
+                raise FailedPrecondition(f"snapshot {key}: has children, cannot be renamed")
+        new_parent = rec.parent if parent is _KEEP else parent
+        if new_parent is not None and not isinstance(new_parent, str):
+            raise TypeError("parent must be a str or None")
+        if new_parent is not None and new_parent != rec.parent:
+            self._require_committed(snapshotter, new_parent)
+        now = time.time()
+        updated = SnapshotRecord(
+            rec.id, snapshotter, new_key or key, kind or rec.kind, new_parent,
+            rec.created_at, now, dict(rec.labels if labels is None else labels))
+        self.execute(
+            "UPDATE snapshots SET key = ?, kind = ?, parent = ?, updated_at = ?, labels = ?"
+            " WHERE id = ?",
+            (updated.key, updated.kind, updated.parent, now, json.dumps(dict(updated.labels)),
+             rec.id),
+        )
+        return updated
+
+    def delete_snapshot(self, snapshotter: str, key: str) -> SnapshotRecord:
+        """Delete the row (refused while children exist); returns what was deleted."""
+        rec = self.get_snapshot(snapshotter, key)
+        kids = self.children(snapshotter, key)
+        if kids:
+            raise FailedPrecondition(
+                f"remove snapshot {key}: {len(kids)} snapshot(s) depend on it",
+                hint=f"remove {kids[0]!r} first",
+            )
+        self.execute("DELETE FROM snapshots WHERE id = ?", (rec.id,))
+        return rec
+
+    def children(self, snapshotter: str, key: str) -> list[str]:
+        rows = self.execute("SELECT key FROM snapshots WHERE snapshotter = ? AND parent = ?"
+                            " ORDER BY id", (snapshotter, key)).fetchall()
+        return [r[0] for r in rows]
+
+    def _snapshot_row(self, snapshotter: str, key: str) -> SnapshotRecord | None:
+        row = self.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots"
+                           " WHERE snapshotter = ? AND key = ?", (snapshotter, key)).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def _require_committed(self, snapshotter: str, name: str) -> None:
+        parent = self._snapshot_row(snapshotter, name)
+        if parent is None:
+            raise NotFound(f"parent snapshot {name}: not found")
+        if parent.kind != "committed":
+            raise FailedPrecondition(f"parent snapshot {name}: is {parent.kind}, not committed")
+
+
+_SNAPSHOT_COLUMNS = "id, snapshotter, key, kind, parent, created_at, updated_at, labels"
+
+
+def _snapshot(row: tuple[int, str, str, str, str | None, float, float, str]) -> SnapshotRecord:
+    id_, snapshotter, key, kind, parent, created, updated, labels = row
+    return SnapshotRecord(id_, snapshotter, key, kind, parent, created, updated,
+                          json.loads(labels))
 
 
 def _image(row: tuple[str, str, str, int, float, float]) -> ImageRecord:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pyimg import oci
 from pyimg.content import LocalStore
@@ -45,6 +46,17 @@ class ProgressEvent:
 ProgressFn = Callable[[ProgressEvent], None]
 
 
+class BlobObserver(Protocol):
+    """Told about each layer blob once it is in the store (fetched or already
+    there), from the fetching threads; e.g. an unpacker starting extraction."""
+
+    def blob_ready(self, desc: Descriptor) -> None: ...
+
+
+#: Called once the manifests and configs are stored, before layers download.
+ObserverFactory = Callable[["PullResult"], "BlobObserver | None"]
+
+
 @dataclass(frozen=True)
 class PullOptions:
     platform: Platform | None = None  # None: the host's
@@ -60,6 +72,7 @@ class PullResult:
     fetched: int = 0
     skipped: int = 0
     bytes_fetched: int = 0
+    unpacked: object = None  # the UnpackResult when the pull unpacked
 
 
 def _noop(_: ProgressEvent) -> None:
@@ -67,7 +80,8 @@ def _noop(_: ProgressEvent) -> None:
 
 
 def pull(source: ImageSource, store: LocalStore, meta: MetaStore,
-         options: PullOptions | None = None, on_progress: ProgressFn | None = None) -> PullResult:
+         options: PullOptions | None = None, on_progress: ProgressFn | None = None,
+         observe: ObserverFactory | None = None) -> PullResult:
     options = options or PullOptions()
     emit = on_progress or _noop
     root = source.resolve()
@@ -76,7 +90,8 @@ def pull(source: ImageSource, store: LocalStore, meta: MetaStore,
     result = PullResult(name, root)
     labels: dict[Digest, dict[str, str]] = {}
     blobs = _walk(source, store, root, options, result, labels)
-    _fetch_all(source, store, blobs, options.jobs, emit, result)
+    observer = observe(result) if observe is not None else None
+    _fetch_all(source, store, blobs, options.jobs, emit, result, observer)
     # Blob commits skip the directory fsync; one here makes every rename
     # durable before the image that names them is recorded.
     store.sync()
@@ -111,14 +126,13 @@ def _walk(source: ImageSource, store: LocalStore, root: Descriptor, options: Pul
                 oci.layer_compression(layer.media_type)  # refuse unknown layer types early
                 lab[f"containerd.io/gc.ref.content.l.{i}"] = str(layer.digest)
                 blobs.setdefault(str(layer.digest), layer)
-            blobs.setdefault(str(manifest.config.digest), manifest.config)
+            # The config is small and an unpacker needs its diffIDs before layers land.
+            fetch_document(source, store, manifest.config, oci.MAX_CONFIG_SIZE)
             labels[desc.digest] = lab
         else:
             raise InvalidArgument(f"pull {desc.digest}: unsupported media type"
                                   f" {desc.media_type!r}")
-    # Configs first: they are small and later steps (unpack) need them soonest.
-    return sorted(blobs.values(), key=lambda d: d.media_type not in (oci.OCI_CONFIG,
-                                                                   oci.DOCKER_CONFIG))
+    return list(blobs.values())
 
 
 def _choose(index: oci.Index, options: PullOptions) -> list[Descriptor]:
@@ -154,12 +168,14 @@ def fetch_document(source: ImageSource, store: LocalStore, desc: Descriptor, lim
 
 
 def _fetch_all(source: ImageSource, store: LocalStore, blobs: Iterable[Descriptor], jobs: int,
-               emit: ProgressFn, result: PullResult) -> None:
+               emit: ProgressFn, result: PullResult, observer: BlobObserver | None = None) -> None:
     todo = []
     for desc in blobs:
         if store.exists(desc.digest):
             result.skipped += 1
             emit(ProgressEvent("skipped", desc, desc.size, desc.size))
+            if observer is not None:
+                observer.blob_ready(desc)
         else:
             todo.append(desc)
     if not todo:
@@ -179,6 +195,8 @@ def _fetch_all(source: ImageSource, store: LocalStore, blobs: Iterable[Descripto
                 return
             try:
                 fetched = fetch_blob(source, store, desc, emit, cancelled)
+                if observer is not None and not cancelled.is_set():
+                    observer.blob_ready(desc)
             except BaseException as exc:
                 with lock:
                     errors.append(exc)

@@ -403,7 +403,7 @@ def test_500_then_503_then_success(env: Env) -> None:
     result = env.pull()
     _assert_pulled(env)
     assert len(reg.seen("GET", "blobs", reg.layer_digest)) == 3
-    assert result.fetched == 2
+    assert result.fetched == 1  # the layer (the config is fetched as a document)
 
 
 # -- 2. 429 -------------------------------------------------------------------------

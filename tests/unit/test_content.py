@@ -9,7 +9,7 @@ import pytest
 from pyimg.content import LocalStore
 from pyimg.digest import Digest
 from pyimg.errors import AlreadyExists, DigestMismatch, SizeMismatch
-from pyimg.metadata import MetaStore
+from pyimg.metadata import _MIGRATIONS, MetaStore
 from pyimg.oci import OCI_LAYER, Descriptor
 
 DATA = os.urandom(300_000)
@@ -93,4 +93,4 @@ def test_metadata_images_and_labels(tmp_path: Path) -> None:
             assert tx.get_image("a:1").target == DESC
             assert tx.labels(DESC.digest) == {"k": "v"}
     with MetaStore(tmp_path / "m.db") as meta, meta.transaction() as tx:  # reopen: migrated once
-        assert tx.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert tx.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)

@@ -51,9 +51,9 @@ def cli(ctx: click.Context, root: str | None, config: str | None, state: str | N
 
 
 def _register() -> None:
-    from pyimg.cli import auth, images
+    from pyimg.cli import auth, images, unpack
 
-    for module in (images, auth):
+    for module in (images, unpack, auth):
         for command in module.COMMANDS:
             cli.add_command(command)
 

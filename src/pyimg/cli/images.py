@@ -23,8 +23,13 @@ from pyimg.cli.render import human_size, table
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image digests.")
 @click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json", "none"]),
               default="auto", show_default=True, help="Progress output style.")
+@click.option("--unpack/--no-unpack", default=True, show_default=True,
+              help="Extract layers into snapshots while they download.")
+@click.option("--snapshotter", type=click.Choice(["overlay", "native"]),
+              help="Snapshotter for unpacking (default: overlay when supported).")
 @click.pass_obj
-def pull(obj, images, list_file, platform, all_platforms, jobs, quiet, progress):  # type: ignore[no-untyped-def]
+def pull(obj, images, list_file, platform, all_platforms, jobs, quiet, progress,  # type: ignore[no-untyped-def]
+         unpack, snapshotter):
     """Pull images from a registry, an OCI layout (oci:PATH[:TAG]) or a
     docker-archive tar (docker-archive:PATH[:REF]) into the store."""
     from pyimg import api
@@ -44,7 +49,8 @@ def pull(obj, images, list_file, platform, all_platforms, jobs, quiet, progress)
         for name in names:
             renderer = make_progress(progress, quiet)
             try:
-                result = api.pull(store, name, settings, options, renderer)
+                result = api.pull(store, name, settings, options, renderer, unpack=unpack,
+                                  snapshotter_name=snapshotter)
             except PyimgError as exc:
                 if len(names) == 1:
                     raise

@@ -1,0 +1,653 @@
+"""Image config + run options → OCI runtime-spec 1.0.2 ``config.json``.
+
+The result is what containerd's default Unix spec plus ``oci.WithImageConfig``
+(and Docker's defaults on top) would produce, and it is run unchanged by
+``runc run``:
+
+* ``process.args``: Docker's rules — ``--entrypoint`` replaces the image
+  Entrypoint *and* clears its Cmd; run arguments replace Cmd.
+* ``process.env``: the image Env, a default ``PATH`` when the image has none,
+  the caller's additions (same key → replaced in place), ``HOME`` from the
+  user's passwd entry and ``TERM=xterm`` for a tty when not set.
+* ``process.user``: resolved from the image's ``/etc/passwd`` and
+  ``/etc/group``, read through :func:`open_in_root` so a symlink in the image
+  can never make us read a file of the host.
+* mounts, namespaces, masked/read-only paths, capabilities (Docker's default
+  14), ``RLIMIT_NOFILE`` 1024 (clamped to the host's hard limit),
+  ``noNewPrivileges``, a deny-all device cgroup rule (runc adds its default
+  allowed devices itself) and resources from the limits.
+
+Seccomp is not generated here yet: ``RunOptions.seccomp`` is passed through
+as ``linux.seccomp`` so the profile can be plugged in later.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import posixpath
+import re
+import resource
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Literal
+
+from pyimg.errors import InvalidArgument
+from pyimg.oci import ImageConfig
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ROOTFS_DIR = "rootfs"
+CPU_PERIOD = 100_000  # µs, Docker's and the kernel's default CFS period
+MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses less: the container would not start
+MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" for the kernel
+NOFILE = 1024
+MAX_ETC_FILE = 16 * 1024 * 1024
+
+#: Docker's default capability set (moby oci/caps/defaults.go), in its order.
+DEFAULT_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+#: Every capability Linux knows (capability.h, 0 .. CAP_LAST_CAP=40).
+ALL_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+#: runc ``spec`` / containerd default masked and read-only paths.
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+    "/proc/scsi",
+)
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+
+def default_mounts() -> list[dict[str, Any]]:
+    """The mount set of ``runc spec`` (and containerd's default spec)."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
+                     "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    ]
+
+
+# Option types ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One extra mount: ``bind`` (host ``source`` → ``destination``) or ``tmpfs``."""
+
+    type: Literal["bind", "tmpfs"]
+    destination: str
+    source: str = ""
+    readonly: bool = False
+    #: extra mount options; for tmpfs e.g. ``("size=64m", "mode=1777")``
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``pyimg run`` may change about the image's defaults.
+
+    ``args`` replaces the image Cmd; ``entrypoint`` (when not None) replaces the
+    image Entrypoint and clears its Cmd unless ``args`` is given (``()`` as
+    entrypoint clears it, like ``--entrypoint ""``).  ``env`` entries are
+    ``KEY=VALUE``.  ``user`` is ``uid[:gid]`` or ``name[:group]`` (mixing is
+    fine).  ``memory`` is bytes, ``cpus`` a fraction of CPUs, ``pids_limit`` a
+    count (see :func:`parse_size`, :func:`parse_cpus`).
+    """
+
+    args: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    tty: bool = False
+    console_size: tuple[int, int] | None = None  # (height, width) when tty
+    readonly_rootfs: bool = False
+    memory: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+    network: Literal["none", "host"] = "none"
+    mounts: tuple[MountSpec, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    cgroups_path: str | None = None
+    seccomp: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def terminal(self) -> bool:
+        """Alias of ``tty`` (the spec calls it ``process.terminal``)."""
+        return self.tty
+
+
+def default_cgroups_path(container_id: str) -> str:
+    """``/pyimg/<id>``: the cgroup a container lives in unless told otherwise."""
+    return f"/pyimg/{container_id}"
+
+
+# Size and CPU parsing ------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """Docker's ``RAMInBytes``: ``1024``, ``512k``, ``64m``, ``1.5g``, ``2GiB`` → bytes.
+
+    Units are binary (k = 1024) and case-insensitive; ``b``/``ib`` may follow.
+    """
+    m = _SIZE.match(text) if isinstance(text, str) else None
+    if not m or (m.group(3) and m.group(3).lower() == "ib" and not m.group(2)):
+        raise InvalidArgument(
+            f"invalid size {text!r}: expected a number with an optional unit, e.g. 64m or 1g"
+        )
+    value = Decimal(m.group(1)) * _UNITS[m.group(2).lower()]
+    return int(value)
+
+
+def parse_cpus(text: str) -> float:
+    """``"0.5"`` → 0.5 CPUs; must be a positive decimal number (at most 2 decimals
+    count: the CFS quota resolution is 1 ms of a 100 ms period)."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError) as exc:
+        raise InvalidArgument(
+            f"invalid cpus {text!r}: expected a decimal number of CPUs, e.g. 0.5 or 2"
+        ) from exc
+    if not value.is_finite() or value < Decimal("0.01"):
+        raise InvalidArgument(f"invalid cpus {text!r}: must be at least 0.01")
+    return float(value)
+
+
+# Reading files inside the rootfs -----------------------------------------------
+
+_MAX_SYMLINKS = 40
+
+
+def open_in_root(root: Path, path: str) -> int:
+    """Open ``path`` read-only as seen from inside ``root`` (like ``chroot``).
+
+    Every component is resolved relative to ``root`` by file descriptor:
+    absolute symlink targets restart at ``root`` and ``..`` stops there, so
+    nothing outside ``root`` is ever opened.  The final file must be a regular
+    file.  Raises ``FileNotFoundError`` (or another ``OSError``) like ``open``.
+    """
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack = [root_fd]  # fds of the directories from root to the current one
+    try:
+        pending = [c for c in path.split("/") if c and c != "."][::-1]
+        links = 0
+        while pending:
+            name = pending.pop()
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            cur = stack[-1]
+            st = os.lstat(name, dir_fd=cur)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > _MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                target = os.readlink(name, dir_fd=cur)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                pending.extend([c for c in target.split("/") if c and c != "."][::-1])
+                continue
+            if pending:  # an intermediate directory
+                stack.append(os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, dir_fd=cur))
+                continue
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=cur)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file", path)
+            return fd
+        raise OSError(errno.EISDIR, "is a directory", path)
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def _read_etc(rootfs: Path, name: str) -> list[list[str]] | None:
+    """The colon-separated lines of ``/etc/<name>`` in ``rootfs``; None if absent."""
+    try:
+        fd = open_in_root(rootfs, f"/etc/{name}")
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read /etc/{name} of the image: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_ETC_FILE + 1)
+    if len(data) > MAX_ETC_FILE:
+        raise InvalidArgument(f"/etc/{name} of the image is larger than 16 MiB")
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line[0] in "+-":
+            continue
+        out.append(line.split(":"))
+    return out
+
+
+@dataclass(frozen=True)
+class _Passwd:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def _passwd(rootfs: Path) -> list[_Passwd] | None:
+    rows = _read_etc(rootfs, "passwd")
+    if rows is None:
+        return None
+    out = []
+    for r in rows:
+        if len(r) >= 4 and r[2].isdigit() and r[3].isdigit():
+            out.append(_Passwd(r[0], int(r[2]), int(r[3]), r[5] if len(r) > 5 else ""))
+    return out
+
+
+def _groups(rootfs: Path) -> list[tuple[str, int, list[str]]] | None:
+    rows = _read_etc(rootfs, "group")
+    if rows is None:
+        return None
+    return [(r[0], int(r[2]), [m.strip() for m in r[3].split(",") if m.strip()]
+             if len(r) > 3 else []) for r in rows if len(r) >= 3 and r[2].isdigit()]
+
+
+def _numeric_id(text: str, what: str, spec: str) -> int | None:
+    if not text.isdigit() or not text.isascii():
+        return None
+    value = int(text)
+    if value > MAX_ID:
+        raise InvalidArgument(f"invalid user {spec!r}: {what} {value} is out of range")
+    return value
+
+
+@dataclass(frozen=True)
+class ResolvedUser:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...]
+    home: str | None
+
+
+_USER_PART = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@$-]*$")
+
+
+def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
+    """``uid[:gid]`` / ``name[:group]`` → ids, as runc's ``GetExecUser`` does.
+
+    A numeric uid needs no passwd entry (gid then defaults to 0); a name must
+    exist in the image's ``/etc/passwd``, a group name in ``/etc/group``.
+    Supplementary groups are those listing the user's name as a member.
+    """
+    spec = spec.strip() if spec else ""
+    if not spec:
+        spec = "0"
+    user_part, sep, group_part = spec.partition(":")
+    checks = [(user_part, "user")] + ([(group_part, "group")] if sep else [])
+    for part, what in checks:
+        if not _USER_PART.match(part):
+            raise InvalidArgument(
+                f"invalid user {spec!r}: {what} {part!r} is not a valid name or id",
+                hint="use uid[:gid] or name[:group], e.g. 1000:1000 or nobody",
+            )
+    passwd = _passwd(rootfs)
+    uid = _numeric_id(user_part, "uid", spec)
+    entry: _Passwd | None = None
+    if uid is None:
+        if passwd is None:
+            raise InvalidArgument(f"unable to find user {user_part}: the image has no "
+                                  "/etc/passwd", hint="use a numeric uid[:gid]")
+        entry = next((p for p in passwd if p.name == user_part), None)
+        if entry is None:
+            raise InvalidArgument(f"unable to find user {user_part}: no matching entries in "
+                                  "the image's /etc/passwd", hint="use a numeric uid[:gid]")
+        uid = entry.uid
+    elif passwd is not None:
+        entry = next((p for p in passwd if p.uid == uid), None)
+    gid = entry.gid if entry else 0
+    groups = _groups(rootfs)
+    if sep:
+        num = _numeric_id(group_part, "gid", spec)
+        if num is not None:
+            gid = num
+        else:
+            match = next((g for g in groups or [] if g[0] == group_part), None)
+            if match is None:
+                raise InvalidArgument(f"unable to find group {group_part}: no matching "
+                                      "entries in the image's /etc/group",
+                                      hint="use a numeric gid")
+            gid = match[1]
+    extra: list[int] = []
+    if entry is not None and groups:
+        for _name, g, members in groups:
+            if entry.name in members and g != gid and g not in extra:
+                extra.append(g)
+    return ResolvedUser(uid, gid, tuple(extra), entry.home if entry and entry.home else None)
+
+
+# Validation helpers ------------------------------------------------------------
+
+_HOSTNAME = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_ENV_KEY = re.compile(r"^[^=\x00]+$")
+_MOUNT_OPT = re.compile(r"^[a-z_]+(=[A-Za-z0-9._-]+)?$")
+_SYSTEMD_CGROUP = re.compile(r"^[A-Za-z0-9_.@-]+:[A-Za-z0-9_.@-]*:[A-Za-z0-9_.@-]+$")
+
+
+def _clean_abs(path: str, what: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+        raise InvalidArgument(f"invalid {what} {path!r}: must be an absolute path")
+    return posixpath.normpath(path).replace("//", "/")
+
+
+def _str_list(value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"malformed image config: {what} must be a list of strings")
+    return list(value)
+
+
+def _check_args(args: Sequence[str], what: str) -> None:
+    for a in args:
+        if not isinstance(a, str) or "\x00" in a:
+            raise InvalidArgument(f"invalid {what} {a!r}: arguments are strings without NUL")
+
+
+def _env_key(entry: str) -> str:
+    return entry.partition("=")[0]
+
+
+def _merge_env(base: list[str], extra: Sequence[str]) -> list[str]:
+    """Docker's ReplaceOrAppendEnvValues: same key → replaced in place."""
+    out = list(base)
+    index = {_env_key(e): i for i, e in enumerate(out)}
+    for e in extra:
+        k = _env_key(e)
+        if k in index:
+            out[index[k]] = e
+        else:
+            index[k] = len(out)
+            out.append(e)
+    return out
+
+
+def _caps(add: Sequence[str], drop: Sequence[str]) -> list[str]:
+    def norm(names: Sequence[str], what: str) -> list[str]:
+        out = []
+        for n in names:
+            c = n.strip().upper()
+            if c != "ALL" and not c.startswith("CAP_"):
+                c = "CAP_" + c
+            if c != "ALL" and c not in ALL_CAPABILITIES:
+                raise InvalidArgument(f"invalid {what} {n!r}: unknown capability",
+                                      hint="use a name like NET_ADMIN or CAP_SYS_PTRACE")
+            out.append(c)
+        return out
+
+    adds, drops = norm(add, "cap-add"), norm(drop, "cap-drop")
+    if "ALL" in adds:
+        base = list(ALL_CAPABILITIES)
+    else:
+        base = [] if "ALL" in drops else list(DEFAULT_CAPABILITIES)
+        base += [c for c in ALL_CAPABILITIES if c in adds and c not in base]
+    if "ALL" in drops:
+        return [c for c in base if c in adds]  # ALL dropped: only the explicit adds
+    return [c for c in base if c not in drops or c in adds]
+
+
+def _nofile() -> dict[str, Any]:
+    soft = hard = NOFILE
+    _, host_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if host_hard != resource.RLIM_INFINITY and host_hard < hard:
+        soft = hard = host_hard
+    return {"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}
+
+
+def _mount_json(m: MountSpec) -> dict[str, Any]:
+    dest = _clean_abs(m.destination, "mount destination")
+    if dest == "/":
+        raise InvalidArgument("invalid mount destination '/': cannot mount over the rootfs")
+    for o in m.options:
+        if not _MOUNT_OPT.match(o):
+            raise InvalidArgument(f"invalid mount option {o!r} for {dest}")
+    if m.type == "bind":
+        src = _clean_abs(m.source, "bind mount source")
+        if not os.path.exists(src):
+            raise InvalidArgument(f"bind mount source {src} does not exist",
+                                  hint="create it first or fix the path")
+        opts = ["rbind", "rprivate", "ro" if m.readonly else "rw", *m.options]
+        return {"destination": dest, "type": "bind", "source": src, "options": opts}
+    if m.type == "tmpfs":
+        opts = ["nosuid", "nodev", "noexec", *m.options]
+        if not any(o.startswith("mode=") for o in m.options):
+            opts.append("mode=1777")
+        if m.readonly:
+            opts.append("ro")
+        return {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts}
+    raise InvalidArgument(f"invalid mount type {m.type!r}: expected bind or tmpfs")
+
+
+def parse_volume(text: str) -> MountSpec:
+    """``SRC:DST[:ro|rw]`` (``-v``) → a bind :class:`MountSpec`."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (
+            len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise InvalidArgument(f"invalid volume {text!r}: expected SRC:DST[:ro|rw] "
+                              "with absolute paths")
+    return MountSpec("bind", _clean_abs(parts[1], "mount destination"),
+                     source=_clean_abs(parts[0], "bind mount source"),
+                     readonly=len(parts) == 3 and parts[2] == "ro")
+
+
+def parse_tmpfs(text: str) -> MountSpec:
+    """``DST[:opt,opt]`` (``--tmpfs``) → a tmpfs :class:`MountSpec`."""
+    dest, _, opts = text.partition(":")
+    options = tuple(o for o in opts.split(",") if o) if opts else ()
+    readonly = "ro" in options
+    return MountSpec("tmpfs", _clean_abs(dest, "tmpfs destination"), readonly=readonly,
+                     options=tuple(o for o in options if o not in ("ro", "rw")))
+
+
+def _annotations(config: ImageConfig) -> dict[str, str]:
+    cfg = config.config
+    labels = cfg.get("Labels") or {}
+    out = {k: v for k, v in labels.items() if isinstance(k, str) and k and isinstance(v, str)} \
+        if isinstance(labels, dict) else {}
+    extra = {
+        "org.opencontainers.image.os": config.os,
+        "org.opencontainers.image.architecture": config.architecture,
+        "org.opencontainers.image.created": config.created or "",
+        "org.opencontainers.image.stopSignal": cfg.get("StopSignal") or "",
+        "org.opencontainers.image.author": config.raw.get("author") or "",
+    }
+    out.update({k: v for k, v in extra.items() if isinstance(v, str) and v})
+    return out
+
+
+# The spec --------------------------------------------------------------------------
+
+
+def _process_args(cfg: Mapping[str, Any], options: RunOptions) -> list[str]:
+    entrypoint = _str_list(cfg.get("Entrypoint"), "Entrypoint")
+    cmd = _str_list(cfg.get("Cmd"), "Cmd")
+    if options.entrypoint is not None:
+        _check_args(options.entrypoint, "entrypoint")
+        entrypoint = list(options.entrypoint)
+        cmd = []
+    if options.args:
+        _check_args(options.args, "argument")
+        cmd = list(options.args)
+    args = entrypoint + cmd
+    if not args or not args[0]:
+        raise InvalidArgument("no command specified: the image has no Entrypoint or Cmd",
+                              hint="give the command to run after the image name")
+    return args
+
+
+def _resources(options: RunOptions) -> dict[str, Any]:
+    res: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    if options.memory is not None:
+        if isinstance(options.memory, bool) or options.memory < MIN_MEMORY:
+            raise InvalidArgument(f"invalid memory limit {options.memory}: the minimum is 6 MiB")
+        res["memory"] = {"limit": int(options.memory)}
+    if options.cpus is not None:
+        ncpu = os.cpu_count() or 1
+        if not math.isfinite(options.cpus) or not 0.01 <= options.cpus <= ncpu:
+            raise InvalidArgument(f"invalid cpus {options.cpus}: the range is 0.01 to {ncpu} "
+                                  "on this machine")
+        res["cpu"] = {"quota": round(options.cpus * CPU_PERIOD), "period": CPU_PERIOD}
+    if options.pids_limit is not None:
+        if isinstance(options.pids_limit, bool) or options.pids_limit < 1:
+            raise InvalidArgument(f"invalid pids limit {options.pids_limit}: must be positive")
+        res["pids"] = {"limit": int(options.pids_limit)}
+    return res
+
+
+def _mounts(options: RunOptions) -> list[dict[str, Any]]:
+    extra = [_mount_json(m) for m in options.mounts]
+    dests = [m["destination"] for m in extra]
+    if len(set(dests)) != len(dests):
+        raise InvalidArgument("duplicate mount destination: "
+                              + ", ".join(sorted({d for d in dests if dests.count(d) > 1})))
+    # like Docker, a user mount replaces a default mount at the same place
+    return [m for m in default_mounts() if m["destination"] not in dests] + extra
+
+
+def generate_spec(config: ImageConfig, rootfs: Path,
+                  options: RunOptions = RunOptions()) -> dict[str, Any]:
+    """The ``config.json`` for running ``config`` over the filled ``rootfs``.
+
+    ``rootfs`` is only read (the image's ``/etc/passwd`` and ``/etc/group``);
+    the spec names it as the bundle-relative ``rootfs``.  Raises
+    :class:`InvalidArgument` for a bad option or an unusable image config.
+    """
+    cfg = config.config
+    args = _process_args(cfg, options)
+
+    user_spec = options.user if options.user is not None else cfg.get("User") or ""
+    if not isinstance(user_spec, str):
+        raise InvalidArgument("malformed image config: User must be a string")
+    user = resolve_user(rootfs, user_spec)
+
+    for e in options.env:
+        if not isinstance(e, str) or "=" not in e or not _ENV_KEY.match(_env_key(e)) \
+                or "\x00" in e:
+            raise InvalidArgument(f"invalid environment variable {e!r}: expected KEY=VALUE")
+    image_env = [e for e in _str_list(cfg.get("Env"), "Env") if "=" in e and "\x00" not in e
+                 and _env_key(e)]
+    env = image_env if any(_env_key(e) == "PATH" for e in image_env) else \
+        [f"PATH={DEFAULT_PATH}", *image_env]
+    env = _merge_env(env, options.env)
+    keys = {_env_key(e) for e in env}
+    if "HOME" not in keys:
+        env.append(f"HOME={user.home or '/'}")
+    if options.tty and "TERM" not in keys:
+        env.append("TERM=xterm")
+
+    if options.workdir is not None:
+        cwd = _clean_abs(options.workdir, "working directory")
+    else:
+        wd = cfg.get("WorkingDir") or "/"
+        if not isinstance(wd, str) or "\x00" in wd:
+            raise InvalidArgument("malformed image config: WorkingDir must be a path")
+        cwd = posixpath.normpath(posixpath.join("/", wd)).replace("//", "/")
+
+    caps = _caps(options.cap_add, options.cap_drop)
+    process: dict[str, Any] = {
+        "terminal": bool(options.tty),
+        "user": {"uid": user.uid, "gid": user.gid},
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
+        "rlimits": [_nofile()],
+        "noNewPrivileges": True,
+    }
+    if user.additional_gids:
+        process["user"]["additionalGids"] = list(user.additional_gids)
+    if options.tty and options.console_size is not None:
+        h, w = options.console_size
+        process["consoleSize"] = {"height": int(h), "width": int(w)}
+
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if options.network == "none":
+        namespaces.append({"type": "network"})
+    elif options.network != "host":
+        raise InvalidArgument(f"invalid network mode {options.network!r}: expected none or host")
+    namespaces.append({"type": "cgroup"})
+
+    linux: dict[str, Any] = {
+        "resources": _resources(options),
+        "namespaces": namespaces,
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if options.cgroups_path is not None:
+        cp = options.cgroups_path
+        if not (_SYSTEMD_CGROUP.match(cp) or (cp.startswith("/") and "\x00" not in cp
+                                              and ".." not in cp.split("/") and cp != "/")):
+            raise InvalidArgument(f"invalid cgroups path {cp!r}: expected an absolute path "
+                                  "like /pyimg/<id> or slice:prefix:name")
+        linux["cgroupsPath"] = cp
+    if options.seccomp is not None:
+        linux["seccomp"] = dict(options.seccomp)
+
+    spec: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": ROOTFS_DIR, "readonly": bool(options.readonly_rootfs)},
+    }
+    if options.hostname is not None:
+        if not _HOSTNAME.match(options.hostname) or len(options.hostname) > 64:
+            raise InvalidArgument(f"invalid hostname {options.hostname!r}: expected letters, "
+                                  "digits, '-' and '.', at most 64 characters")
+        spec["hostname"] = options.hostname
+    spec["mounts"] = _mounts(options)
+    annotations = _annotations(config)
+    if annotations:
+        spec["annotations"] = annotations
+    spec["linux"] = linux
+    return spec
+

@@ -1,0 +1,107 @@
+"""The overlayfs snapshotter (containerd's ``plugins/snapshots/overlay``).
+
+Each snapshot is an independent directory ``<root>/<id>/fs``; a chain is
+stacked at mount time, nearest parent first::
+
+    active, no parent      bind  <id>/fs                      rw
+    active, parents        overlay lowerdir=<p1>/fs:<p2>/fs:...,upperdir=<id>/fs,workdir=<id>/work
+    view, no parent        bind  <id>/fs                      ro
+    view, one parent       bind  <p1>/fs                      ro
+    view, parents          overlay lowerdir=<p1>/fs:<p2>/fs:...  (no upper: read-only)
+
+Because a layer's directory does not depend on its parent's contents, a
+layer can be extracted before its parent exists and attached with
+``commit(name, key, parent=...)`` ("rebase"; ``supports_rebase = True``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+from pyimg import _debug
+from pyimg.metadata import SnapshotRecord, Tx
+from pyimg.snapshotters import Kind, Mount
+from pyimg.snapshotters.base import DirSnapshotter, build_dir, remove_tree
+
+
+class OverlaySnapshotter(DirSnapshotter):
+    name = "overlay"
+    supports_rebase = True
+
+    def _populate(self, tmp: Path, kind: Kind, parent: SnapshotRecord | None) -> None:
+        fs = tmp / "fs"
+        os.mkdir(fs, 0o755)
+        if kind == Kind.ACTIVE:
+            os.mkdir(tmp / "work", 0o700)
+        if parent is not None:
+            # The merged root takes the upper dir's owner and mode: keep the parent's.
+            st = os.stat(self.fs(parent))
+            os.chown(fs, st.st_uid, st.st_gid)
+            os.chmod(fs, st.st_mode & 0o7777)
+
+    def _mounts(self, tx: Tx, rec: SnapshotRecord) -> list[Mount]:
+        lowers = [str(self.fs(p)) for p in self._chain(tx, rec)]
+        own = str(self.fs(rec))
+        if rec.kind == Kind.ACTIVE:
+            if not lowers:
+                return [Mount("bind", own, ("rw", "bind"))]
+            return [Mount("overlay", "overlay", (
+                f"workdir={self.path(rec) / 'work'}",
+                f"upperdir={own}",
+                "lowerdir=" + ":".join(lowers),
+            ))]
+        if not lowers:
+            return [Mount("bind", own, ("ro", "bind"))]
+        if len(lowers) == 1:
+            return [Mount("bind", lowers[0], ("ro", "bind"))]
+        # overlay needs two lower layers when there is no upper dir.
+        return [Mount("overlay", "overlay", ("lowerdir=" + ":".join(lowers),))]
+
+
+_SUPPORTED: dict[str, bool] = {}
+_SUPPORTED_LOCK = threading.Lock()
+
+
+def overlay_supported(path: Path) -> bool:
+    """Whether an overlay mount works with its layers under ``path`` (cached).
+
+    Tries a real mount in a temp dir there: the answer depends on privileges,
+    the kernel and the backing filesystem (overlay refuses some upper
+    filesystems, and nested overlay), which no static check covers.
+    """
+    key = os.path.realpath(path)
+    with _SUPPORTED_LOCK:
+        if key not in _SUPPORTED:
+            _SUPPORTED[key] = _probe(Path(key))
+        return _SUPPORTED[key]
+
+
+def _probe(path: Path) -> bool:
+    from pyimg import mount
+
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with build_dir(path) as tmp:
+        try:
+            for d in ("lower", "upper", "work", "merged"):
+                os.mkdir(tmp / d, 0o700)
+            (tmp / "lower" / "probe").write_bytes(b"")
+            m = Mount("overlay", "overlay", (
+                f"lowerdir={tmp / 'lower'}", f"upperdir={tmp / 'upper'}",
+                f"workdir={tmp / 'work'}"))
+            try:
+                mount.mount_all([m], tmp / "merged")
+            except OSError as exc:
+                _debug.log(__name__, "overlay probe under %s: %s", path, exc)
+                if exc.errno not in (errno.EPERM, errno.EINVAL, errno.ENODEV, errno.ENOTSUP,
+                                     errno.EACCES, errno.ENOENT, errno.ENOSYS):
+                    raise
+                return False
+            try:
+                return (tmp / "merged" / "probe").exists()
+            finally:
+                mount.unmount(tmp / "merged")
+        finally:
+            remove_tree(tmp)

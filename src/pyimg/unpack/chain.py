@@ -1,0 +1,79 @@
+"""Chain IDs and the image parts unpacking needs (image-spec config.md#layer-chainid)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyimg import oci
+from pyimg.content import LocalStore
+from pyimg.digest import Digest
+from pyimg.errors import FailedPrecondition, NotFound
+from pyimg.oci import Descriptor, Platform
+
+
+def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
+    """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[Digest] = []
+    for diff_id in diff_ids:
+        if not out:
+            out.append(diff_id)
+        else:
+            text = f"{out[-1]} {diff_id}".encode()
+            out.append(Digest("sha256", hashlib.sha256(text).hexdigest()))
+    return out
+
+
+@dataclass(frozen=True)
+class ImageParts:
+    manifest_desc: Descriptor
+    manifest: oci.Manifest
+    config: oci.ImageConfig
+
+    @property
+    def chain(self) -> list[Digest]:
+        return chain_ids(self.config.diff_ids)
+
+    def check(self) -> None:
+        if len(self.manifest.layers) != len(self.config.diff_ids):
+            raise FailedPrecondition(
+                f"image {self.manifest_desc.digest}: {len(self.manifest.layers)} layers but"
+                f" {len(self.config.diff_ids)} diff_ids in its config")
+
+
+def image_parts(store: LocalStore, target: Descriptor, platform: Platform | None = None
+                ) -> ImageParts:
+    """The manifest and config of ``target`` for ``platform`` (host default) from the store."""
+    wanted = platform or Platform.host()
+    candidates = list(_manifests(store, target))
+    if not candidates:
+        raise NotFound(f"image {target.digest}: no manifest in the store",
+                       hint="pull the image again")
+    for desc, manifest in candidates:
+        if desc.platform is None or wanted.matches(desc.platform):
+            config = oci.parse_config(store.read(manifest.config))
+            if desc.platform is not None or wanted.matches(config.platform) or len(
+                    candidates) == 1:
+                parts = ImageParts(desc, manifest, config)
+                parts.check()
+                return parts
+    available = ", ".join(sorted({str(d.platform) for d, _ in candidates if d.platform}))
+    raise NotFound(f"image {target.digest}: no manifest for {wanted} in the store"
+                   f" (present: {available or 'none'})",
+                   hint=f"pull it with --platform {wanted}")
+
+
+def _manifests(store: LocalStore, target: Descriptor
+               ) -> list[tuple[Descriptor, oci.Manifest]]:
+    if not store.exists(target.digest):
+        return []
+    data = store.read(target)
+    if oci.is_manifest(target.media_type):
+        return [(target, oci.parse_manifest(data, target.media_type))]
+    out: list[tuple[Descriptor, oci.Manifest]] = []
+    if oci.is_index(target.media_type):
+        for child in oci.parse_index(data, target.media_type).manifests:
+            if oci.is_manifest(child.media_type) or oci.is_index(child.media_type):
+                out.extend(_manifests(store, child))
+    return out
