@@ -14,8 +14,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("suites", nargs="*", default=["pull"], metavar="SUITE",
-                   help=f"suites to run (default: pull; known: {', '.join(SUITES)})")
+    p.add_argument("suites", nargs="*", default=list(SUITES), metavar="SUITE",
+                   help=f"suites to run (default: all of {', '.join(SUITES)})")
     p.add_argument("--runs", type=int, default=None, metavar="N",
                    help="A/B pairs per case (default: suite's, e.g. 5, 3 for large)")
     p.add_argument("--images", default=None, metavar="A,B",
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rc = 0
     for name in args.suites:
-        suite = importlib.import_module(SUITES[name])
-        rc = max(rc, suite.run(args))
+        module, _, func = SUITES[name].partition(":")
+        rc = max(rc, getattr(importlib.import_module(module), func or "run")(args))
     return rc
 
 
