@@ -1,7 +1,8 @@
 """Apply one layer tar to a directory: streamed, safe, with whiteouts.
 
-The tar is read with ``tarfile`` in stream mode (``"r|"``), one member at a
-time; no tarfile extraction helper or filter is used (Python's
+The tar is read forward with ``tarfile`` (on the faster plumbing of
+:mod:`.tarstream`), one member at a time; no tarfile extraction helper or
+filter is used (Python's
 ``filter='data'`` has been bypassed repeatedly, FIELD-NOTES fact 7).  Every
 write is relative to a directory fd from :class:`~.securepath.DirCache`,
 leaves are created ``O_EXCL|O_NOFOLLOW`` after removing what was there.
@@ -23,11 +24,13 @@ from typing import BinaryIO
 from pyimg.archive import ApplyResult, Limits, WhiteoutMode
 from pyimg.archive import attrs as _attrs
 from pyimg.archive.compression import open_layer
+from pyimg.archive.lowers import link_or_copy
 from pyimg.archive.securepath import DirCache, clean, open_dir, remove_tree, split
+from pyimg.archive.tarstream import TarStream, open_tar
+from pyimg.archive.whiteout import apply_whiteout
 from pyimg.errors import UnpackError, UnsafeEntryError
 
 CHUNK = 1 << 20  # file data is copied in pieces of at most this size
-TAR_BUFSIZE = 32 * 1024  # tarfile's stream buffer (it copies the rest on every read)
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _REG = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE))
 
@@ -56,9 +59,7 @@ def apply_layer(
     applier = Applier(root_fd, whiteouts, limits, lowers, verbose)
     try:
         try:
-            with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
-                              bufsize=TAR_BUFSIZE, encoding="utf-8",
-                              errors="surrogateescape") as tf:
+            with open_tar(reader) as tf:
                 entries = applier.run(tf)
             reader.drain()
             applier.finish()
@@ -75,6 +76,16 @@ def apply_layer(
         deferred=applier.deferred, dirs=list(applier.dirs),
         skipped_devices=applier.skipped_devices,
     )
+
+
+class _Discard(set[str]):
+    """A set that stays empty (OVERLAY mode needs no record of touched paths)."""
+
+    def add(self, item: str) -> None:
+        pass
+
+    def update(self, *items: object) -> None:
+        pass
 
 
 def _join(base: str, name: str) -> str:
@@ -99,21 +110,26 @@ class Applier:
         self.dirs: dict[str, None] = {}
         #: real paths this layer wrote (and their parents): what an opaque
         #: whiteout must keep in DELETE mode, whatever the entry order.
-        self.touched: set[str] = set()
+        #: O(entries) memory, so only kept in DELETE mode.
+        self.touched: set[str] = _Discard() if self.overlay else set()
         self.deferred: list[tuple[str, str]] = []
         self.skipped_devices: list[str] = []
         self.own_ids = (os.geteuid(), os.getegid())
-        self.stream: tarfile._Stream | None = None  # type: ignore[name-defined]
+        self.stream: TarStream | None = None
 
     # -- the loop -----------------------------------------------------------
 
     def run(self, tf: tarfile.TarFile) -> int:
-        self.stream = tf.fileobj
+        self.stream = stream = tf.fileobj  # type: ignore[assignment]
+        assert isinstance(stream, TarStream)
         members: list[tarfile.TarInfo] = tf.members  # type: ignore[attr-defined]
         max_entries = self.limits.max_entries
         while True:
             m = tf.next()
             if m is None:
+                if not stream.at_clean_end():
+                    raise UnpackError(f"malformed or truncated tar header after entry "
+                                      f"{self.member!r} (offset {stream.tell()})")
                 return self.entries
             members.clear()  # stream mode still collects members; keep memory flat
             self.entries += 1
@@ -130,8 +146,6 @@ class Applier:
         key = clean(name, name)
         head, base = split(key)
         if base.startswith(".wh."):
-            from pyimg.archive.whiteout import apply_whiteout
-
             apply_whiteout(self, head, base)
             return
         t = m.type
@@ -321,8 +335,6 @@ class Applier:
             self.verbose(f"{self.member}: device node skipped")
 
     def hardlink(self, m: tarfile.TarInfo, key: str, head: str, base: str) -> None:
-        from pyimg.archive.lowers import link_or_copy
-
         if len(m.linkname) > self.limits.max_path:
             raise UnsafeEntryError(m.name, f"hardlink target longer than {self.limits.max_path}")
         target = clean(m.linkname, m.name)
