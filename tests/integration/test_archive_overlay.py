@@ -12,11 +12,12 @@ import pytest
 from pyimg.archive import WhiteoutMode
 from pyimg.archive.apply import apply_layer
 from tests.hostile import Layer, compress
+from tests.need import need_overlay
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or "overlay" not in Path("/proc/filesystems").read_text(),
-    reason="needs root and overlayfs",
-)
+
+@pytest.fixture(autouse=True)
+def _needs() -> None:
+    need_overlay()
 
 LAYERS = [
     Layer().dir("etc").file("etc/keep", b"1").file("etc/gone", b"2").dir("etc/dropdir")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -16,8 +15,13 @@ import pytest
 
 from pyimg import oci
 from pyimg.runtime import MountSpec, RunOptions, generate_spec, parse_size, write_bundle
+from tests.need import need_root, need_tool
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runc needs root")
+
+@pytest.fixture(autouse=True)
+def _needs() -> None:
+    need_root()
+    need_tool("runc")
 
 
 def _blob(layout: Path, digest: str) -> Path:

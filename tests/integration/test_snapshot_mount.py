@@ -14,9 +14,12 @@ from pyimg.errors import InvalidArgument
 from pyimg.metadata import MetaStore
 from pyimg.mount import mount_all, mount_points_under, mounted, unmount
 from pyimg.snapshotters import Mount, open_snapshotter, overlay_supported
+from tests.need import need_root
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
-                                reason="needs root (mount(2))")
+
+@pytest.fixture(autouse=True)
+def _needs() -> None:
+    need_root()
 
 
 @pytest.fixture(autouse=True)

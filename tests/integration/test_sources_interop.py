@@ -36,10 +36,13 @@ from pyimg.sources import ImageSource
 from pyimg.sources.docker_archive import DockerArchiveSource
 from pyimg.sources.layout import LayoutSource
 from pyimg.sources.spec import open_file_source, parse_source_spec
+from tests.need import need_tool
 
 SKOPEO = shutil.which("skopeo")
 BUSYBOX = Path("/bin/busybox")
-pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
+@pytest.fixture(autouse=True)
+def _needs() -> None:
+    need_tool("skopeo")
 
 
 # A hand-built layout: busybox in a gzip layer, a file in an uncompressed one ---

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import stat
 import struct
 import subprocess
@@ -21,10 +20,21 @@ from pyimg.archive.apply import apply_layer
 from pyimg.archive.compression import open_layer
 from pyimg.errors import UnpackError
 from tests.hostile import MTIME, Layer, compress
+from tests.need import need_root, need_tool
 
 OVERLAY, DELETE = WhiteoutMode.OVERLAY, WhiteoutMode.DELETE
 ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (chown, mknod, trusted xattrs)")
+needs_root = pytest.mark.usefixtures("_root")
+
+
+@pytest.fixture
+def _root() -> None:
+    need_root()  # chown, mknod, trusted.* xattrs: fail loudly, never skip
+
+
+@pytest.fixture
+def _gnu_tar() -> None:
+    need_tool("tar")  # GNU tar writes the sparse members
 #: struct vfs_cap_data v2: cap_net_bind_service in permitted+effective
 CAP_NET_BIND = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
 
@@ -272,7 +282,7 @@ def _sparse_tar(tmp_path: Path, fmt: str) -> bytes:
                            "sparse"], check=True, capture_output=True).stdout
 
 
-@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar needed to write sparse members")
+@pytest.mark.usefixtures("_gnu_tar")
 @pytest.mark.parametrize("fmt", ["gnu", "pax"])
 def test_sparse_file_keeps_holes(tmp_path: Path, fmt: str) -> None:
     tar = _sparse_tar(tmp_path, fmt)
@@ -401,7 +411,7 @@ def _gnu_tar_of_tree(tmp_path: Path) -> bytes:
                           capture_output=True).stdout
 
 
-@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar needed")
+@pytest.mark.usefixtures("_gnu_tar")
 def test_fast_header_parser_matches_tarfile(tmp_path: Path) -> None:
     from pyimg.archive.tarstream import open_tar
 
