@@ -1,8 +1,7 @@
 """Fixtures for the conformance suites.
 
-Privileged suites say what they need: ``requires_root()`` skips on a
-machine without it, but fails under CI (``CI=true``), so CI can never pass
-by skipping the real tests.
+Privileged suites say what they need: ``requires_root()`` fails loudly on a
+machine without it; the suite never passes by skipping the real tests.
 """
 
 from __future__ import annotations
