@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 from pyimg.digest import Digest, Verifier
 from pyimg.errors import AlreadyExists, FailedPrecondition, IntegrityError, NotFound
+from pyimg.fsutil import fsync_dir
 from pyimg.oci import Descriptor
 
 _CHUNK = 1 << 20
@@ -39,27 +40,6 @@ class BlobInfo:
     digest: Digest
     size: int
     mtime: float
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file + fsync + rename + fsync(dir): readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(path.parent)
 
 
 class LocalStore:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyimg.errors import ConfigError, CredentialHelperError
+from pyimg.fsutil import atomic_write
 
 #: The key docker uses for Docker Hub, in ``auths`` and towards helpers.
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -274,31 +273,7 @@ def write_config(path: Path, data: Mapping[str, Any]) -> None:
     target = path.resolve() if path.is_symlink() else path
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = (json.dumps(data, indent="\t") + "\n").encode("utf-8")
-    import tempfile  # writing config is rare: keep the pull path's imports lean
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)  # mkstemp's mode, but say it: secrets
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; some filesystems refuse, which is fine.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    atomic_write(target, body, 0o600)  # secrets
 
 
 # -- credential helpers --------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pyimg.errors import FailedPrecondition
+from pyimg.fsutil import atomic_write
 from pyimg.oci import ImageConfig
 from pyimg.runtime.spec import ROOTFS_DIR, RunOptions, generate_spec
 
@@ -37,25 +38,8 @@ def _private_dir(path: Path, mode: int) -> None:
 def write_config(bundle: Path, spec: dict[str, object]) -> Path:
     """Write ``spec`` as ``bundle/config.json`` atomically; returns its path."""
     target = bundle / CONFIG_NAME
-    tmp = bundle / f".{CONFIG_NAME}.{os.getpid()}.tmp"
-    data = json.dumps(spec, indent=2).encode() + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    # 0600: env values in the spec may be secrets.
+    atomic_write(target, json.dumps(spec, indent=2).encode() + b"\n", 0o600)
     return target
 
 

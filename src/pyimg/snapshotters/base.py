@@ -42,6 +42,7 @@ from pathlib import Path
 
 from pyimg import _debug, linux
 from pyimg.errors import AlreadyExists, FailedPrecondition
+from pyimg.fsutil import fsync_dir
 from pyimg.metadata import MetaStore, SnapshotRecord, Tx
 from pyimg.mount import mount_points_under
 from pyimg.snapshotters import Kind, Mount, SnapshotInfo, Usage
@@ -287,14 +288,6 @@ def remove_tree(path: Path) -> None:
         if not os.path.lexists(path):
             return
     shutil.rmtree(path)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sync_filesystem(path: Path) -> None:
