@@ -23,7 +23,8 @@ from pyimg.runtime import (
     resolve_user,
     write_bundle,
 )
-from pyimg.runtime.spec import DEFAULT_CAPABILITIES, DEFAULT_PATH, open_in_root
+from pyimg.runtime.spec import DEFAULT_CAPABILITIES, DEFAULT_PATH
+from pyimg.runtime.user import open_in_root
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSWD = (

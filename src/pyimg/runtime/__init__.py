@@ -7,7 +7,6 @@ bundle modules (standard library only).
 from pyimg.runtime.bundle import write_bundle, write_config
 from pyimg.runtime.spec import (
     MountSpec,
-    ResolvedUser,
     RunOptions,
     default_cgroups_path,
     generate_spec,
@@ -15,8 +14,8 @@ from pyimg.runtime.spec import (
     parse_size,
     parse_tmpfs,
     parse_volume,
-    resolve_user,
 )
+from pyimg.runtime.user import ResolvedUser, resolve_user
 
 __all__ = [
     "MountSpec",

@@ -23,13 +23,11 @@ as ``linux.seccomp`` so the profile can be plugged in later.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import posixpath
 import re
 import resource
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -38,15 +36,14 @@ from typing import Any, Literal
 
 from pyimg.errors import InvalidArgument
 from pyimg.oci import ImageConfig
+from pyimg.runtime.user import resolve_user
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ROOTFS_DIR = "rootfs"
 CPU_PERIOD = 100_000  # µs, Docker's and the kernel's default CFS period
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses less: the container would not start
-MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" for the kernel
 NOFILE = 1024
-MAX_ETC_FILE = 16 * 1024 * 1024
 
 #: Docker's default capability set (moby oci/caps/defaults.go), in its order.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -188,181 +185,6 @@ def parse_cpus(text: str) -> float:
     if not value.is_finite() or value < Decimal("0.01"):
         raise InvalidArgument(f"invalid cpus {text!r}: must be at least 0.01")
     return float(value)
-
-
-# Reading files inside the rootfs -----------------------------------------------
-
-_MAX_SYMLINKS = 40
-
-
-def open_in_root(root: Path, path: str) -> int:
-    """Open ``path`` read-only as seen from inside ``root`` (like ``chroot``).
-
-    Every component is resolved relative to ``root`` by file descriptor:
-    absolute symlink targets restart at ``root`` and ``..`` stops there, so
-    nothing outside ``root`` is ever opened.  The final file must be a regular
-    file.  Raises ``FileNotFoundError`` (or another ``OSError``) like ``open``.
-    """
-    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    stack = [root_fd]  # fds of the directories from root to the current one
-    try:
-        pending = [c for c in path.split("/") if c and c != "."][::-1]
-        links = 0
-        while pending:
-            name = pending.pop()
-            if name == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop())
-                continue
-            cur = stack[-1]
-            st = os.lstat(name, dir_fd=cur)
-            if stat.S_ISLNK(st.st_mode):
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                target = os.readlink(name, dir_fd=cur)
-                if target.startswith("/"):
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                pending.extend([c for c in target.split("/") if c and c != "."][::-1])
-                continue
-            if pending:  # an intermediate directory
-                stack.append(os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
-                                     | os.O_CLOEXEC, dir_fd=cur))
-                continue
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=cur)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise OSError(errno.EINVAL, "not a regular file", path)
-            return fd
-        raise OSError(errno.EISDIR, "is a directory", path)
-    finally:
-        for fd in stack:
-            os.close(fd)
-
-
-def _read_etc(rootfs: Path, name: str) -> list[list[str]] | None:
-    """The colon-separated lines of ``/etc/<name>`` in ``rootfs``; None if absent."""
-    try:
-        fd = open_in_root(rootfs, f"/etc/{name}")
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
-        return None
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read /etc/{name} of the image: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_ETC_FILE + 1)
-    if len(data) > MAX_ETC_FILE:
-        raise InvalidArgument(f"/etc/{name} of the image is larger than 16 MiB")
-    out = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or line[0] in "+-":
-            continue
-        out.append(line.split(":"))
-    return out
-
-
-@dataclass(frozen=True)
-class _Passwd:
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-
-def _passwd(rootfs: Path) -> list[_Passwd] | None:
-    rows = _read_etc(rootfs, "passwd")
-    if rows is None:
-        return None
-    out = []
-    for r in rows:
-        if len(r) >= 4 and r[2].isdigit() and r[3].isdigit():
-            out.append(_Passwd(r[0], int(r[2]), int(r[3]), r[5] if len(r) > 5 else ""))
-    return out
-
-
-def _groups(rootfs: Path) -> list[tuple[str, int, list[str]]] | None:
-    rows = _read_etc(rootfs, "group")
-    if rows is None:
-        return None
-    return [(r[0], int(r[2]), [m.strip() for m in r[3].split(",") if m.strip()]
-             if len(r) > 3 else []) for r in rows if len(r) >= 3 and r[2].isdigit()]
-
-
-def _numeric_id(text: str, what: str, spec: str) -> int | None:
-    if not text.isdigit() or not text.isascii():
-        return None
-    value = int(text)
-    if value > MAX_ID:
-        raise InvalidArgument(f"invalid user {spec!r}: {what} {value} is out of range")
-    return value
-
-
-@dataclass(frozen=True)
-class ResolvedUser:
-    uid: int
-    gid: int
-    additional_gids: tuple[int, ...]
-    home: str | None
-
-
-_USER_PART = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@$-]*$")
-
-
-def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
-    """``uid[:gid]`` / ``name[:group]`` → ids, as runc's ``GetExecUser`` does.
-
-    A numeric uid needs no passwd entry (gid then defaults to 0); a name must
-    exist in the image's ``/etc/passwd``, a group name in ``/etc/group``.
-    Supplementary groups are those listing the user's name as a member.
-    """
-    spec = spec.strip() if spec else ""
-    if not spec:
-        spec = "0"
-    user_part, sep, group_part = spec.partition(":")
-    checks = [(user_part, "user")] + ([(group_part, "group")] if sep else [])
-    for part, what in checks:
-        if not _USER_PART.match(part):
-            raise InvalidArgument(
-                f"invalid user {spec!r}: {what} {part!r} is not a valid name or id",
-                hint="use uid[:gid] or name[:group], e.g. 1000:1000 or nobody",
-            )
-    passwd = _passwd(rootfs)
-    uid = _numeric_id(user_part, "uid", spec)
-    entry: _Passwd | None = None
-    if uid is None:
-        if passwd is None:
-            raise InvalidArgument(f"unable to find user {user_part}: the image has no "
-                                  "/etc/passwd", hint="use a numeric uid[:gid]")
-        entry = next((p for p in passwd if p.name == user_part), None)
-        if entry is None:
-            raise InvalidArgument(f"unable to find user {user_part}: no matching entries in "
-                                  "the image's /etc/passwd", hint="use a numeric uid[:gid]")
-        uid = entry.uid
-    elif passwd is not None:
-        entry = next((p for p in passwd if p.uid == uid), None)
-    gid = entry.gid if entry else 0
-    groups = _groups(rootfs)
-    if sep:
-        num = _numeric_id(group_part, "gid", spec)
-        if num is not None:
-            gid = num
-        else:
-            match = next((g for g in groups or [] if g[0] == group_part), None)
-            if match is None:
-                raise InvalidArgument(f"unable to find group {group_part}: no matching "
-                                      "entries in the image's /etc/group",
-                                      hint="use a numeric gid")
-            gid = match[1]
-    extra: list[int] = []
-    if entry is not None and groups:
-        for _name, g, members in groups:
-            if entry.name in members and g != gid and g not in extra:
-                extra.append(g)
-    return ResolvedUser(uid, gid, tuple(extra), entry.home if entry and entry.home else None)
 
 
 # Validation helpers ------------------------------------------------------------
