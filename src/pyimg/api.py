@@ -39,10 +39,11 @@ class Settings:
     config_dir: Path | None = None
     docker_config: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    state: Path = Path("/run/pyimg")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, root: str | None = None,
-                 config: str | None = None) -> Settings:
+                 config: str | None = None, state: str | None = None) -> Settings:
         env = os.environ if env is None else env
         is_root = os.geteuid() == 0
         home = Path(env.get("HOME", str(Path.home())))
@@ -50,6 +51,8 @@ class Settings:
             env.get("XDG_DATA_HOME", str(home / ".local/share"))) / "pyimg"
         default_config = Path("/etc/pyimg") if is_root else Path(
             env.get("XDG_CONFIG_HOME", str(home / ".config"))) / "pyimg"
+        default_state = Path("/run/pyimg") if is_root else Path(
+            env.get("XDG_RUNTIME_DIR", f"/tmp/pyimg-{os.getuid()}")) / "pyimg"
         retry = RetryPolicy()
         if "PYIMG_RETRY_BASE" in env:  # tests make backoff fast without changing semantics
             retry = RetryPolicy(base=float(env["PYIMG_RETRY_BASE"]), cap=float(
@@ -60,6 +63,7 @@ class Settings:
             config_dir=Path(config or env.get("PYIMG_CONFIG") or default_config),
             docker_config=default_config_path(env),
             retry=retry,
+            state=Path(state or env.get("PYIMG_STATE") or default_state),
         )
 
 

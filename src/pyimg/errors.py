@@ -26,8 +26,11 @@ failed, ``hint`` what to do about it.
     │    └─ BlobUnknown(RegistryError, NotFound)
     ├─ ConfigError            a configuration file is malformed           (exit 12)
     ├─ CredentialHelperError  docker-credential-* failed                  (exit 13)
-    └─ UnpackError            a layer cannot be decompressed or applied   (exit 14)
-         └─ UnsafeEntryError  a tar entry tries to escape the root
+    ├─ UnpackError            a layer cannot be decompressed or applied   (exit 14)
+    │    └─ UnsafeEntryError  a tar entry tries to escape the root
+    └─ ContainerError         the runtime failed, not the container      (exit 125)
+         ├─ StateTransitionError(ContainerError, FailedPrecondition)
+         └─ LaunchError       init failed: .stage, .errno (126/127 at exec)
 """
 
 from __future__ import annotations
@@ -151,3 +154,41 @@ class UnsafeEntryError(UnpackError):
         super().__init__(f"unsafe layer entry {member!r}: {reason}", hint=hint)
         self.member = member
         self.reason = reason
+
+
+class ContainerError(PyimgError):
+    """A container could not be created, started, signalled or deleted.
+
+    125 is docker's exit code for "the runtime failed", as opposed to the
+    container's own exit status.
+    """
+
+    exit_code = 125
+
+
+class StateTransitionError(ContainerError, FailedPrecondition):
+    """An operation that the container's current status does not allow."""
+
+    exit_code = 125
+
+    def __init__(self, message: str, *, from_: str, to: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.from_ = from_
+        self.to = to
+
+
+class LaunchError(ContainerError):
+    """The container's init failed before or at exec.
+
+    ``stage`` names the step (``namespaces``, ``rootfs``, ``process``, ``exec``...),
+    ``errno`` the C errno when the failure was a system call.  ``exit_code`` is
+    126 when the command is not executable, 127 when it is not found (docker's
+    conventions), 125 otherwise.
+    """
+
+    def __init__(self, message: str, *, stage: str, errno: int | None = None,
+                 exit_code: int = 125, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.stage = stage
+        self.errno = errno
+        self.exit_code = exit_code

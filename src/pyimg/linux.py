@@ -11,7 +11,6 @@ reads the errno of *our* call rather than whatever ran last.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # mount(2) flags (<linux/mount.h>)
@@ -45,7 +44,11 @@ UMOUNT_NOFOLLOW = 0x8
 
 
 def _load_libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    try:  # the usual soname first: find_library runs ldconfig (slow on the run path)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes import util
+        libc = ctypes.CDLL(util.find_library("c") or "libc.so.6", use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                            ctypes.c_ulong, ctypes.c_char_p]
     libc.mount.restype = ctypes.c_int
@@ -86,3 +89,112 @@ def umount(target: str | os.PathLike[str], flags: int = 0) -> None:
 def syncfs(fd: int) -> None:
     """syncfs(2): flush the whole filesystem that ``fd`` lives on."""
     _check(_libc.syncfs(fd), "syncfs", f"/proc/self/fd/{fd}")
+
+
+# Namespaces, pivot_root, prctl and capabilities: the container launcher's calls.
+
+# clone(2) / unshare(2) / setns(2) flags (<linux/sched.h>)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# prctl(2) options (<linux/prctl.h>)
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _setup_ns_calls(libc: ctypes.CDLL) -> None:
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                           ctypes.c_ulong]
+    libc.syscall.restype = ctypes.c_long
+    libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+    libc.capget.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+
+
+_setup_ns_calls(_libc)
+
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move this process into new namespaces (``CLONE_NEW*`` flags)."""
+    _check(_libc.unshare(flags), "unshare", None)
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """setns(2): join the namespace ``fd`` (an open ``/proc/<pid>/ns/<type>``)."""
+    _check(_libc.setns(fd, nstype), "setns", f"/proc/self/fd/{fd}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2), through syscall(2): glibc has no wrapper."""
+    rc = _libc.syscall(_SYS_PIVOT_ROOT, os.fsencode(new_root), os.fsencode(put_old))
+    _check(int(rc), "pivot_root", new_root)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2); returns the call's non-negative result."""
+    rc = int(_libc.prctl(option, arg2, arg3, arg4, arg5))
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+    return rc
+
+
+def capget() -> tuple[int, int, int]:
+    """This thread's (effective, permitted, inheritable) capability masks (64-bit)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget", None)
+    lo, hi = data[0], data[1]
+    return (lo.effective | hi.effective << 32, lo.permitted | hi.permitted << 32,
+            lo.inheritable | hi.inheritable << 32)
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) for this thread, with 64-bit masks (capability version 3)."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data), "capset", None)
+
+
+def set_child_subreaper(on: bool = True) -> None:
+    """PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to this process."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+def is_child_subreaper() -> bool:
+    out = ctypes.c_int(0)
+    prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(out))
+    return bool(out.value)

@@ -122,6 +122,8 @@ def test_default_spec_matches_expected_json(rootfs: Path) -> None:
                               "/proc/sysrq-trigger"],
         },
     }
+    seccomp = got["linux"].pop("seccomp")  # Docker's default for the default capabilities
+    assert seccomp["defaultAction"] == "SCMP_ACT_ERRNO"
     assert got == expected
     # JSON round trip: only JSON types, ids are plain ints
     assert json.loads(json.dumps(got)) == got
@@ -138,7 +140,9 @@ def test_runtime_spec_essentials(rootfs: Path) -> None:
     assert all("=" in e for e in s["process"]["env"])
     assert "inheritable" not in s["process"]["capabilities"]
     assert "ambient" not in s["process"]["capabilities"]
-    assert "seccomp" not in s["linux"] and "devices" not in s["linux"]
+    assert s["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert "devices" not in s["linux"]
+    assert "seccomp" not in spec(rootfs, RunOptions(seccomp={}))["linux"]  # unconfined
 
 
 # Args ------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ class Context:
     root: str | None
     config: str | None
     debug: bool
+    state: str | None = None
 
     def settings(self):  # type: ignore[no-untyped-def]
         from pyimg.api import Settings
 
-        return Settings.from_env(root=self.root, config=self.config)
+        return Settings.from_env(root=self.root, config=self.config, state=self.state)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +35,7 @@ class Context:
               help="Store location (default /var/lib/pyimg as root).")
 @click.option("--config", envvar="PYIMG_CONFIG", metavar="DIR",
               help="Configuration directory holding certs.d/ (default /etc/pyimg as root).")
-@click.option("--state", envvar="PYIMG_STATE", metavar="DIR", hidden=True,
+@click.option("--state", envvar="PYIMG_STATE", metavar="DIR",
               help="Runtime state directory (default /run/pyimg as root).")
 @click.option("--debug", is_flag=True, envvar="PYIMG_DEBUG",
               help="Show tracebacks and HTTP traces.")
@@ -43,7 +44,7 @@ class Context:
 def cli(ctx: click.Context, root: str | None, config: str | None, state: str | None,
         debug: bool) -> None:
     """pyimg: pull, store and inspect container images, without a daemon."""
-    ctx.obj = Context(root, config, debug)
+    ctx.obj = Context(root, config, debug, state)
     if debug:
         from pyimg import _debug
 
@@ -51,9 +52,9 @@ def cli(ctx: click.Context, root: str | None, config: str | None, state: str | N
 
 
 def _register() -> None:
-    from pyimg.cli import auth, images, unpack
+    from pyimg.cli import auth, containers, images, runtime, unpack
 
-    for module in (images, unpack, auth):
+    for module in (images, unpack, containers, runtime, auth):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -17,8 +17,9 @@ The result is what containerd's default Unix spec plus ``oci.WithImageConfig``
   ``noNewPrivileges``, a deny-all device cgroup rule (runc adds its default
   allowed devices itself) and resources from the limits.
 
-Seccomp is not generated here yet: ``RunOptions.seccomp`` is passed through
-as ``linux.seccomp`` so the profile can be plugged in later.
+Seccomp: Docker's default profile for the process's capabilities
+(:mod:`pyimg.runtime.seccomp`) unless ``RunOptions.seccomp`` gives another
+one; ``seccomp={}`` means unconfined (``--security-opt seccomp=unconfined``).
 """
 
 from __future__ import annotations
@@ -453,7 +454,11 @@ def generate_spec(config: ImageConfig, rootfs: Path,
             raise InvalidArgument(f"invalid cgroups path {cp!r}: expected an absolute path "
                                   "like /pyimg/<id> or slice:prefix:name")
         linux["cgroupsPath"] = cp
-    if options.seccomp is not None:
+    if options.seccomp is None:
+        from pyimg.runtime.seccomp import default_profile
+
+        linux["seccomp"] = default_profile(process["capabilities"]["bounding"])
+    elif options.seccomp:
         linux["seccomp"] = dict(options.seccomp)
 
     spec: dict[str, Any] = {

@@ -1,0 +1,115 @@
+"""The client side of a shim connection: attach to output, forward stdin, exec."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from pyimg.containers import Container, Containers
+from pyimg.runtime.shim import EXIT, STDIN, STDOUT, recv_frame, send_frame
+
+
+def attach(conn: socket.socket, interactive: bool, tty: bool, ready: threading.Event,
+           cs: Containers, c: Container) -> int:
+    """Copy the container's output here until it exits; its exit code."""
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = conn.recv(1)
+        if not chunk:
+            ready.set()
+            return 125
+        reply += chunk
+    ready.set()
+    restore = _raw_mode() if tty and sys.stdin.isatty() else None
+    if tty:
+        _forward_winsize(cs, c)
+    if interactive:
+        threading.Thread(target=_pump_stdin, args=(conn,), daemon=True).start()
+    try:
+        while True:
+            try:
+                stream, data = recv_frame(conn)
+            except (EOFError, OSError):
+                status = cs.exit_status(c) or {}
+                return int(status.get("exit_code", 125))
+            if stream == EXIT:
+                return int(json.loads(data).get("exit_code", 125))
+            out = sys.stdout.buffer if stream == STDOUT else sys.stderr.buffer
+            out.write(data)
+            out.flush()
+    finally:
+        if restore is not None:
+            restore()
+        conn.close()
+
+
+def _pump_stdin(conn: socket.socket) -> None:
+    fd = sys.stdin.fileno()
+    with contextlib.suppress(OSError):
+        while data := os.read(fd, 65536):
+            send_frame(conn, STDIN, data)
+        send_frame(conn, STDIN, b"")
+
+
+def _raw_mode() -> Any:
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    return lambda: termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def _forward_winsize(cs: Containers, c: Container) -> None:
+    def send(*_: object) -> None:
+        with contextlib.suppress(Exception):
+            size = os.get_terminal_size(sys.stdout.fileno())
+            cs.request(c, {"op": "resize", "rows": size.lines, "cols": size.columns})
+
+    if sys.stdout.isatty():
+        send()
+        signal.signal(signal.SIGWINCH, send)
+
+
+def exec_process(cs: Containers, c: Container, args: list[str], env: list[str],
+                 workdir: str | None, user: str | None, tty: bool) -> int:
+    """Run ``args`` in the container with this terminal's stdio; its exit code."""
+    from pyimg.errors import FailedPrecondition
+
+    if cs.status(c) != "running":
+        raise FailedPrecondition(f"container {c.name} is not running")
+    spec = json.loads((cs.dir(c.id) / "bundle" / "config.json").read_text())
+    process = dict(spec["process"])
+    process["args"] = args
+    process["terminal"] = bool(tty)
+    if env:
+        keys = {e.split("=", 1)[0] for e in env}
+        process["env"] = [e for e in process.get("env", []) if e.split("=", 1)[0] not in keys]
+        process["env"] += env
+    if workdir:
+        process["cwd"] = workdir
+    if user:
+        from pathlib import Path
+
+        from pyimg.runtime.user import resolve_user
+
+        u = resolve_user(Path(cs.dir(c.id) / "bundle" / "rootfs"), user)
+        process["user"] = {"uid": u.uid, "gid": u.gid, "additionalGids": list(u.additional_gids)}
+    with cs.connect(c) as conn:
+        fds = array.array("i", [0, 1, 2])
+        conn.sendmsg([json.dumps({"op": "exec", "process": process}).encode() + b"\n"],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        lines = conn.makefile("rb")
+        first = json.loads(lines.readline() or b"{}")
+        if "error" in first:
+            raise FailedPrecondition(f"exec in {c.name}: {first['error']}")
+        done = json.loads(lines.readline() or b'{"exit_code": 125}')
+        return int(done.get("exit_code", 125))

@@ -1,0 +1,156 @@
+"""`pyimg run` and friends: an image → snapshot → bundle → shim → container.
+
+The rootfs is an active overlay snapshot on the image's chain, mounted at
+``bundle/rootfs``; the shim runs the container detached and keeps its
+logs and exit status; every later command talks to the shim's socket or
+reads what it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyimg.containers import Container, Containers
+from pyimg.errors import FailedPrecondition, NotFound
+
+if TYPE_CHECKING:
+    from pyimg.api import Store
+    from pyimg.oci import Platform
+    from pyimg.runtime.spec import RunOptions
+
+STOP_TIMEOUT = 10.0
+
+
+def snapshot_key(c: Container) -> str:
+    return f"container:{c.id}"
+
+
+def create(store: Store, containers: Containers, image: str, options: RunOptions, *,
+           name: str | None = None, rm: bool = False, stdin: bool = False,
+           platform: Platform | None = None) -> Container:
+    """Prepare the rootfs snapshot, mount it, write the bundle; no process yet."""
+    from pyimg import api
+    from pyimg.mount import mount_all
+    from pyimg.runtime.bundle import write_config
+    from pyimg.runtime.spec import generate_spec
+
+    unpacked = api.unpack_image(store, image, platform=platform)
+    parts = api.local_parts(store, image, platform)
+    sn = api.snapshotter(store)
+    cid, name = containers.new_id(name)
+    options = replace(options, hostname=options.hostname or cid[:12],
+                      cgroups_path=options.cgroups_path or f"/pyimg/{cid}")
+    c = Container(cid, name, image, str(unpacked.chain_id), sn.name, [], time.time(), rm=rm,
+                  tty=options.tty, stdin=stdin)
+    bundle = containers.dir(cid) / "bundle"
+    rootfs = bundle / "rootfs"
+    rootfs.mkdir(parents=True, mode=0o700)
+    bundle.chmod(0o700)
+    mounts = sn.prepare(snapshot_key(c), str(unpacked.chain_id))
+    try:
+        mount_all(mounts, str(rootfs))
+        spec = generate_spec(parts.config, rootfs, options)
+        write_config(bundle, spec)
+        c.command = list(spec["process"]["args"])
+        linux = spec.get("linux", {})
+        (containers.dir(cid) / "cgroup.json").write_text(json.dumps(
+            {"cgroupsPath": linux.get("cgroupsPath"), "resources": linux.get("resources")}))
+        containers.save(c)
+    except BaseException:
+        _release_rootfs(store, c, containers)
+        containers.forget(c)
+        raise
+    return c
+
+
+def start(containers: Containers, c: Container) -> None:
+    """Start the shim (which creates the container), then let it run."""
+    containers.spawn_shim(c, containers.dir(c.id) / "cgroup.json")
+    (containers.dir(c.id) / "started").touch()
+    containers.request(c, {"op": "start"})
+
+
+def wait(containers: Containers, c: Container) -> dict[str, Any]:
+    status = containers.exit_status(c)
+    if status is not None:
+        return status
+    try:
+        return containers.request(c, {"op": "wait"})
+    except FailedPrecondition:
+        # The shim is exiting: its exit.json is written before it closes the socket.
+        deadline = time.monotonic() + 5
+        while (status := containers.exit_status(c)) is None and time.monotonic() < deadline:
+            if not containers.shim_alive(c):
+                break
+            time.sleep(0.02)
+        if status is None:
+            raise
+        return status
+
+
+def kill(containers: Containers, c: Container, sig: int = signal.SIGKILL) -> None:
+    if containers.status(c) != "running":
+        raise FailedPrecondition(f"container {c.name} is not running")
+    containers.request(c, {"op": "kill", "signal": int(sig)})
+
+
+def stop(containers: Containers, c: Container, timeout: float = STOP_TIMEOUT,
+         stop_signal: int = signal.SIGTERM) -> None:
+    """The image's stop signal, then SIGKILL after ``timeout`` seconds (docker stop)."""
+    if containers.status(c) != "running":
+        return
+    with contextlib.suppress(FailedPrecondition):
+        containers.request(c, {"op": "kill", "signal": int(stop_signal)})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if containers.exit_status(c) is not None:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(FailedPrecondition):
+        containers.request(c, {"op": "kill", "signal": int(signal.SIGKILL)})
+    wait(containers, c)
+
+
+def remove(store: Store, containers: Containers, c: Container, *, force: bool = False) -> None:
+    """Delete the container: processes, cgroup, mounts, snapshot, state."""
+    from pyimg.runtime import launcher
+
+    if containers.status(c) == "running":
+        if not force:
+            raise FailedPrecondition(f"container {c.name} is running",
+                                     hint="stop it first or use rm -f")
+        stop(containers, c, timeout=0)
+    with contextlib.suppress(NotFound, FailedPrecondition):
+        launcher.delete(c.id, containers.runtime_root, force=True)
+    _destroy_cgroup(containers, c)
+    _release_rootfs(store, c, containers)
+    containers.forget(c)
+
+
+def _destroy_cgroup(containers: Containers, c: Container) -> None:
+    from pyimg.runtime.cgroup_hooks import destroy
+    from pyimg.runtime.shim import CGROUP_STATE
+
+    destroy(containers.dir(c.id) / CGROUP_STATE)
+
+
+def _release_rootfs(store: Store, c: Container, containers: Containers) -> None:
+    from pyimg import api
+    from pyimg.mount import unmount
+
+    rootfs = containers.dir(c.id) / "bundle" / "rootfs"
+    if rootfs.exists():
+        unmount(str(rootfs))
+    sn = api.snapshotter(store, c.snapshotter or None)
+    with contextlib.suppress(NotFound):
+        sn.remove(snapshot_key(c))
+
+
+def logs_path(containers: Containers, c: Container) -> Path:
+    return containers.dir(c.id) / "log.json"

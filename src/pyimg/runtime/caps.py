@@ -1,0 +1,103 @@
+"""Capabilities of the container process: names → masks, and runc's order of applying them.
+
+The order matters (runc ``libcontainer/capabilities`` + ``finalizeNamespace``):
+
+1. :func:`drop_bounding` while still root (needs ``CAP_SETPCAP``);
+2. ``PR_SET_KEEPCAPS`` around setgroups/setgid/setuid (:func:`keep_caps`), so a
+   non-root user keeps its permitted set across setuid;
+3. :func:`apply` sets effective/permitted/inheritable with capset(2), then the
+   ambient set (which must be a subset of permitted ∩ inheritable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyimg import linux
+
+#: Every capability Linux knows, in capability.h order (0 .. CAP_CHECKPOINT_RESTORE=40).
+#: The same table as ``spec.ALL_CAPABILITIES``, kept here so init does not import spec.
+ALL_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+#: capability name → number
+CAP_NUMBERS: dict[str, int] = {name: i for i, name in enumerate(ALL_CAPABILITIES)}
+
+
+def last_cap() -> int:
+    """The highest capability this kernel knows (``/proc/sys/kernel/cap_last_cap``)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return len(ALL_CAPABILITIES) - 1
+
+
+def mask(names: Iterable[str], last: int | None = None) -> int:
+    """The bit mask of ``names``; unknown names (and caps above ``last``) are ignored,
+    as runc does with a warning: a newer spec may name caps an older kernel lacks."""
+    top = last_cap() if last is None else last
+    out = 0
+    for name in names:
+        n = CAP_NUMBERS.get(name.upper() if name.upper().startswith("CAP_")
+                            else "CAP_" + name.upper())
+        if n is not None and n <= top:
+            out |= 1 << n
+    return out
+
+
+def names(bits: int) -> list[str]:
+    """The capability names set in ``bits``."""
+    return [name for name, n in CAP_NUMBERS.items() if bits >> n & 1]
+
+
+@dataclass(frozen=True)
+class CapSets:
+    bounding: int
+    effective: int
+    permitted: int
+    inheritable: int
+    ambient: int
+
+    @classmethod
+    def from_spec(cls, caps: Mapping[str, Any] | None) -> CapSets:
+        """``process.capabilities`` → masks; a missing set is empty (runtime-spec)."""
+        caps = caps or {}
+        top = last_cap()
+
+        def get(key: str) -> int:
+            value = caps.get(key) or []
+            return mask([str(v) for v in value], top)
+
+        return cls(get("bounding"), get("effective"), get("permitted"), get("inheritable"),
+                   get("ambient"))
+
+
+def drop_bounding(keep: int) -> None:
+    """Drop every capability not in ``keep`` from the bounding set."""
+    for n in range(last_cap() + 1):
+        if not keep >> n & 1 and linux.prctl(linux.PR_CAPBSET_READ, n) == 1:
+            linux.prctl(linux.PR_CAPBSET_DROP, n)
+
+
+def keep_caps(on: bool) -> None:
+    linux.prctl(linux.PR_SET_KEEPCAPS, 1 if on else 0)
+
+
+def apply(sets: CapSets) -> None:
+    """capset(2) the effective/permitted/inheritable sets, then set ambient."""
+    linux.capset(sets.effective, sets.permitted, sets.inheritable)
+    linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+    for n in range(last_cap() + 1):
+        if sets.ambient >> n & 1:
+            linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, n)

@@ -1,0 +1,959 @@
+"""Control groups for one container: v1, v2 (unified) and hybrid hosts.
+
+Layouts
+-------
+The layout is read from ``/proc/self/mountinfo`` (which hierarchy is mounted
+where, with which controllers) and ``/proc/self/cgroup`` (where this process
+sits in each hierarchy); no path is hard-coded.
+
+* ``"v1"``: one ``cgroup`` mount per hierarchy, each carrying one or more
+  controllers (``cpu,cpuacct`` may be co-mounted) or a name
+  (``name=systemd``).
+* ``"v2"``: a single ``cgroup2`` mount (usually ``/sys/fs/cgroup``); the
+  controllers listed in its ``cgroup.controllers`` are enabled down the tree
+  through every ancestor's ``cgroup.subtree_control``.
+* ``"hybrid"``: v1 mounts *and* a ``cgroup2`` mount (``/sys/fs/cgroup/unified``
+  on Debian/systemd).  A controller is bound to exactly one hierarchy, so the
+  cgroup2 mount offers only the controllers no v1 mount took (often none, or
+  only ``hugetlb``).  crun 1.8 refuses such hosts; pyimg does what runc and
+  systemd do: limits go to whichever hierarchy holds the controller, and the
+  container *also* gets a directory in the cgroup2 tree (and in
+  ``name=systemd``), so it is tracked, killed (``cgroup.kill``) and frozen
+  (``cgroup.freeze``) as a unit everywhere.
+
+A container's cgroup is one path (``linux.cgroupsPath``, e.g. ``/pyimg/<id>``)
+created in *every* mounted hierarchy.  An absolute path is relative to each
+hierarchy's mount; a relative one to this process's own cgroup in that
+hierarchy (runc's rule).  runc's systemd form ``slice:prefix:name`` is refused.
+
+What is enforced where
+----------------------
+::
+
+    linux.resources          v1 file                               v2 file
+    memory.limit             memory.limit_in_bytes                 memory.max
+    memory.swap              memory.memsw.limit_in_bytes (total)   memory.swap.max (swap - limit)
+    memory.reservation       memory.soft_limit_in_bytes            memory.low
+    memory.swappiness        memory.swappiness                     (ignored, as runc)
+    memory.disableOOMKiller  memory.oom_control = 1                (refused: not in v2)
+    cpu.shares               cpu.shares                            cpu.weight (runc's formula)
+    cpu.quota / period       cpu.cfs_quota_us / cpu.cfs_period_us  cpu.max
+    cpu.realtime*            cpu.rt_runtime_us / cpu.rt_period_us  (refused: not in v2)
+    cpu.cpus / mems          cpuset.cpus / cpuset.mems             cpuset.cpus / cpuset.mems
+    pids.limit               pids.max                              pids.max
+    hugepageLimits           hugetlb.<size>.limit_in_bytes         hugetlb.<size>.max
+    devices                  devices.deny "a", then rules in order NOT ENFORCED (see below)
+    unified                  (refused: needs cgroup2)              written as given
+
+The v1 or v2 column is chosen per controller, by where it is mounted (on a
+hybrid host ``hugetlb`` may live in the cgroup2 tree while ``memory`` is v1).
+Other fields (``blockIO``, ``network``, ``rdma``, ``kernel*``) are ignored.
+A field whose controller is mounted nowhere raises :class:`FailedPrecondition`
+naming the controller; a value the kernel rejects raises :class:`InvalidArgument`
+(EINVAL, ERANGE) or :class:`CgroupError` (anything else), naming the file and
+the value.
+
+Devices: on v1 the rules are applied like runc: deny everything, then each
+rule of ``linux.resources.devices`` in order, then runc's default allowed
+devices (``/dev/null``, ``zero``, ``full``, ``random``, ``urandom``, ``tty``,
+``ptmx``, ``pts/*``, ``mknod`` of anything).  On a pure v2 host device access
+is controlled by an eBPF program (``BPF_CGROUP_DEVICE``), which pyimg does
+not load: there the rules are *not enforced* by the cgroup, and the container
+relies on its ``/dev`` holding only the default nodes.  A v1/hybrid host
+without a devices hierarchy is refused rather than silently unprotected.
+
+A manager that must outlive its process (create in ``pyimg runtime create``,
+destroy in ``delete``) is saved with :meth:`CgroupManager.to_state` and
+restored with :meth:`CgroupManager.from_state`, which keeps the list of
+directories it created so ``destroy`` never removes a pre-existing parent.
+A parent it created but another container still uses (``/pyimg`` under
+``/pyimg/<a>`` and ``/pyimg/<b>``) is left in place, as runc and docker leave
+theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import posixpath
+import signal as _signal
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pyimg.errors import FailedPrecondition, InvalidArgument, Unavailable
+
+Mode = Literal["v1", "v2", "hybrid"]
+
+UNIFIED = ""  # key of the cgroup2 hierarchy in :attr:`CgroupManager.dirs`
+
+#: v1 super options that are mount flags, not controllers.
+_V1_MOUNT_OPTIONS = frozenset({
+    "rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "none", "all",
+    "favordynmods", "nofavordynmods",
+})
+
+#: Controllers enabled in a pure-v2 tree even when no resource asks for them
+#: (for stats and future updates), when the parent offers them.
+_V2_BEST_EFFORT = ("cpu", "memory", "pids")
+
+#: runc's ``AllowedDevices`` (libcontainer/specconv), appended after the spec's rules.
+DEFAULT_ALLOWED_DEVICES: tuple[Mapping[str, Any], ...] = (
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},   # null
+    {"allow": True, "type": "c", "major": 1, "minor": 8, "access": "rwm"},   # random
+    {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"},   # full
+    {"allow": True, "type": "c", "major": 5, "minor": 0, "access": "rwm"},   # tty
+    {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},   # zero
+    {"allow": True, "type": "c", "major": 1, "minor": 9, "access": "rwm"},   # urandom
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # pts/*
+    {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},   # ptmx
+)
+
+
+class CgroupError(FailedPrecondition):
+    """A cgroup file or directory could not be read or written.
+
+    ``path`` is the file, ``value`` what was written (``None`` for reads and
+    directory operations), ``errno`` the kernel's answer.
+    """
+
+    def __init__(self, message: str, *, path: Path, value: str | None = None,
+                 err: int = 0, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.value = value
+        self.errno = err
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """One mounted cgroup hierarchy.
+
+    ``key`` names it in :attr:`CgroupManager.dirs`: the v1 controller list as
+    ``/proc/self/cgroup`` prints it (``cpu,cpuacct``, ``name=systemd``), or
+    ``""`` for cgroup2.  ``root`` is the mount's root inside the hierarchy
+    (mountinfo field 4), ``current`` this process's cgroup in it.
+    """
+
+    version: Literal[1, 2]
+    mountpoint: Path
+    root: str
+    controllers: frozenset[str]
+    current: str
+
+    @property
+    def key(self) -> str:
+        if self.version == 2:
+            return UNIFIED
+        return ",".join(sorted(self.controllers))
+
+    def resolve(self, cgroup_path: str) -> Path:
+        """The directory of ``cgroup_path`` (absolute or relative) in this mount."""
+        if cgroup_path.startswith("/"):
+            rel = cgroup_path.lstrip("/")
+        else:
+            own = self.current
+            if self.root != "/" and (own == self.root or own.startswith(self.root + "/")):
+                own = own[len(self.root):]
+            rel = posixpath.join(own.lstrip("/"), cgroup_path)
+        return self.mountpoint / rel if rel else self.mountpoint
+
+
+@dataclass(frozen=True)
+class Layout:
+    mode: Mode
+    hierarchies: tuple[Hierarchy, ...]
+
+    @property
+    def unified(self) -> Hierarchy | None:
+        return next((h for h in self.hierarchies if h.version == 2), None)
+
+    @property
+    def v1(self) -> tuple[Hierarchy, ...]:
+        return tuple(h for h in self.hierarchies if h.version == 1)
+
+    def controller(self, name: str) -> Hierarchy | None:
+        """The hierarchy holding controller ``name`` (a v1 mount first, then cgroup2)."""
+        for h in self.v1:
+            if name in h.controllers:
+                return h
+        u = self.unified
+        if u is not None and name in u.controllers:
+            return u
+        return None
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _proc_cgroups(text: str) -> tuple[dict[frozenset[str], str], str | None]:
+    """Parse /proc/<pid>/cgroup: v1 controller set → path, and the cgroup2 path."""
+    v1: dict[frozenset[str], str] = {}
+    v2: str | None = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, path = parts
+        if hid == "0" and ctrls == "":
+            v2 = path
+        else:
+            v1[frozenset(c for c in ctrls.split(",") if c)] = path
+    return v1, v2
+
+
+def parse_layout(mountinfo: str, proc_cgroup: str,
+                 read_controllers: Callable[[Path], frozenset[str]] | None = None) -> Layout:
+    """Build a :class:`Layout` from mountinfo and /proc/self/cgroup text.
+
+    ``read_controllers(mountpoint: Path) -> frozenset[str]`` lists a cgroup2
+    mount's controllers (default: read its ``cgroup.controllers``); tests pass
+    a fake.
+    """
+    if read_controllers is None:
+        read_controllers = _read_v2_controllers
+    v1_paths, v2_path = _proc_cgroups(proc_cgroup)
+    seen: set[Any] = set()
+    hierarchies: list[Hierarchy] = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        try:
+            sep = fields.index("-")
+        except ValueError:
+            continue
+        if len(fields) < sep + 4 or sep < 6:
+            continue
+        fstype, super_opts = fields[sep + 1], fields[sep + 3]
+        root, mountpoint = _unescape(fields[3]), Path(_unescape(fields[4]))
+        if fstype == "cgroup":
+            ctrls = frozenset(
+                o for o in super_opts.split(",")
+                if o and o not in _V1_MOUNT_OPTIONS
+                and ("=" not in o or o.startswith("name="))
+            )
+            if not ctrls or ctrls in seen:
+                continue  # a second mount (bind) of a hierarchy: the first one wins
+            seen.add(ctrls)
+            hierarchies.append(Hierarchy(1, mountpoint, root, ctrls, v1_paths.get(ctrls, "/")))
+        elif fstype == "cgroup2":
+            if "cgroup2" in seen:
+                continue
+            seen.add("cgroup2")
+            hierarchies.append(Hierarchy(2, mountpoint, root, frozenset(
+                read_controllers(mountpoint)), v2_path if v2_path is not None else "/"))
+    has_v1 = any(h.version == 1 for h in hierarchies)
+    has_v2 = any(h.version == 2 for h in hierarchies)
+    if not hierarchies:
+        raise FailedPrecondition(
+            "no cgroup filesystem is mounted (none in /proc/self/mountinfo)",
+            hint="mount cgroup2 on /sys/fs/cgroup or the v1 controllers under it")
+    mode: Mode = "hybrid" if has_v1 and has_v2 else ("v1" if has_v1 else "v2")
+    return Layout(mode, tuple(hierarchies))
+
+
+def _read_v2_controllers(mountpoint: Path) -> frozenset[str]:
+    try:
+        return frozenset((mountpoint / "cgroup.controllers").read_text().split())
+    except OSError:
+        return frozenset()
+
+
+def detect_layout() -> Layout:
+    """The layout of this host, as this process sees it."""
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+        proc_cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError as e:
+        raise FailedPrecondition(f"cannot read the cgroup layout from /proc: {e}",
+                                 hint="is /proc mounted?") from e
+    return parse_layout(mountinfo, proc_cgroup)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def validate_cgroups_path(path: str) -> str:
+    """Normalise ``linux.cgroupsPath``; refuse '..', NUL, the root and systemd's form."""
+    if not isinstance(path, str) or not path:
+        raise InvalidArgument(f"invalid cgroupsPath {path!r}: must be a non-empty path")
+    if "\0" in path:
+        raise InvalidArgument(f"invalid cgroupsPath {path!r}: contains a NUL byte")
+    if ":" in path and not path.startswith("/") and path.count(":") == 2:
+        raise InvalidArgument(
+            f"invalid cgroupsPath {path!r}: the systemd cgroup driver "
+            "('slice:prefix:name') is not supported",
+            hint="use a filesystem path such as /pyimg/<id>")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArgument(f"invalid cgroupsPath {path!r}: '..' is not allowed")
+    if not parts:
+        raise InvalidArgument(f"invalid cgroupsPath {path!r}: refers to the root cgroup")
+    norm = "/".join(parts)
+    return "/" + norm if path.startswith("/") else norm
+
+
+def shares_to_weight(shares: int) -> int:
+    """runc's cgroup v1 ``cpu.shares`` → v2 ``cpu.weight`` ([2, 262144] → [1, 10000])."""
+    if shares == 0:
+        return 0
+    shares = min(max(shares, 2), 262144)
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def swap_to_v2(swap: int, limit: int) -> int | None:
+    """OCI ``memory.swap`` (memory+swap total, v1 semantics) → v2 ``memory.swap.max``.
+
+    ``None`` = leave unset, ``-1`` = "max" (runc's ConvertMemorySwapToCgroupV2Value).
+    """
+    if limit == -1 and swap == 0:
+        return -1  # "unlimited memory" means unlimited swap too, as on v1
+    if swap == 0:
+        return None
+    if swap == -1:
+        return -1
+    if limit in (0, -1):
+        raise InvalidArgument(f"invalid memory swap {swap}: a swap limit needs a memory limit")
+    if swap < limit:
+        raise InvalidArgument(
+            f"invalid memory swap {swap}: must be at least the memory limit {limit} "
+            "(it counts memory plus swap)")
+    return swap - limit
+
+
+def _int(res: Mapping[str, Any], key: str, where: str) -> int | None:
+    v = res.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InvalidArgument(f"invalid linux.resources.{where}.{key} {v!r}: expected an integer")
+    return v
+
+
+def _device_rule(rule: Mapping[str, Any]) -> str:
+    typ = rule.get("type") or "a"
+    if typ not in ("a", "b", "c"):
+        raise InvalidArgument(f"invalid device rule type {typ!r}: expected a, b or c")
+    access = rule.get("access") or "rwm"
+    if not access or set(access) - set("rwm"):
+        raise InvalidArgument(f"invalid device rule access {access!r}: letters r, w, m")
+    if typ == "a":
+        return "a"
+    def num(key: str) -> str:
+        v = rule.get(key)
+        if v is None or v == -1:
+            return "*"
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise InvalidArgument(f"invalid device rule {key} {v!r}")
+        return str(v)
+    return f"{typ} {num('major')}:{num('minor')} {access}"
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise CgroupError(f"cgroup file {path} does not exist (writing {value!r})",
+                          path=path, value=value, err=errno.ENOENT,
+                          hint="the kernel lacks this controller feature") from e
+    except OSError as e:
+        raise CgroupError(f"cannot open cgroup file {path}: {e.strerror}",
+                          path=path, value=value, err=e.errno or 0) from e
+    try:
+        os.write(fd, value.encode())
+    except OSError as e:
+        msg = f"writing {value!r} to {path} failed: {e.strerror}"
+        if e.errno in (errno.EINVAL, errno.ERANGE):
+            raise InvalidArgument(msg, hint="the kernel rejected this value") from e
+        raise CgroupError(msg, path=path, value=value, err=e.errno or 0) from e
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise CgroupError(f"cannot read cgroup file {path}: {e.strerror}",
+                          path=path, err=e.errno or 0) from e
+
+
+def _keyed(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().lstrip("-").isdigit():
+            out[k] = int(v)
+    return out
+
+
+def _pids_in(d: Path) -> Iterator[int]:
+    """Members of cgroup ``d`` and all its descendants."""
+    for dirpath, _dirs, files in os.walk(d):
+        if "cgroup.procs" not in files:
+            continue
+        try:
+            text = Path(dirpath, "cgroup.procs").read_text()
+        except OSError:
+            continue
+        for line in text.split():
+            yield int(line)
+
+
+# --------------------------------------------------------------------------- manager
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    memory_usage: int | None   # bytes, now
+    memory_max_usage: int | None  # bytes, peak (v1 max_usage_in_bytes / v2 memory.peak)
+    memory_limit: int | None   # bytes, None = unlimited
+    pids_current: int | None
+    cpu_usage_ns: int | None   # total CPU time
+    oom_kills: int | None
+
+
+_UNLIMITED_V1 = 1 << 62  # v1 prints PAGE_COUNTER_MAX * PAGE_SIZE (~2^63) for "no limit"
+
+
+class CgroupManager:
+    """The cgroup of one container, in every mounted hierarchy.
+
+    Lifecycle: :meth:`create` → :meth:`apply` → :meth:`add` (the container's
+    init, before it execs) → … → :meth:`kill_all` → :meth:`destroy`.
+    """
+
+    def __init__(self, path: str, resources: Mapping[str, Any] | None = None, *,
+                 layout: Layout | None = None) -> None:
+        self.path = validate_cgroups_path(path)
+        self.resources: Mapping[str, Any] = resources or {}
+        self.layout = layout if layout is not None else detect_layout()
+        #: hierarchy key ("memory", "cpu,cpuacct", "name=systemd", "" for cgroup2) → directory
+        self.dirs: dict[str, Path] = {h.key: h.resolve(self.path)
+                                      for h in self.layout.hierarchies}
+        #: directories this manager made, parents first
+        self.created: list[Path] = []
+
+    # ---- construction
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], container_id: str, *,
+                  layout: Layout | None = None) -> CgroupManager:
+        """From an OCI ``config.json`` (``linux.cgroupsPath``, default ``/pyimg/<id>``)."""
+        linux = spec.get("linux") or {}
+        path = linux.get("cgroupsPath") or f"/pyimg/{container_id}"
+        return cls(path, linux.get("resources") or {}, layout=layout)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"path": self.path, "dirs": {k: str(v) for k, v in self.dirs.items()},
+                "created": [str(p) for p in self.created]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *,
+                   layout: Layout | None = None) -> CgroupManager:
+        m = cls(state["path"], layout=layout)
+        m.dirs = {k: Path(v) for k, v in state.get("dirs", {}).items()}
+        m.created = [Path(p) for p in state.get("created", [])]
+        return m
+
+    def _hier(self, key: str) -> Hierarchy:
+        return next(h for h in self.layout.hierarchies if h.key == key)
+
+    def _dir_for(self, controller: str, field: str, *, required: bool = True) -> Path | None:
+        h = self.layout.controller(controller)
+        if h is None:
+            if not required:
+                return None
+            raise FailedPrecondition(
+                f"cgroup controller {controller!r} is not available on this "
+                f"{self.layout.mode} host (needed by linux.resources.{field})",
+                hint="remove that limit or enable the controller")
+        return self.dirs[h.key]
+
+    def required_controllers(self, resources: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Controller → the resource field that needs it."""
+        res = self.resources if resources is None else resources
+        need: dict[str, str] = {}
+        mem = res.get("memory") or {}
+        if any(mem.get(k) not in (None, 0) for k in
+               ("limit", "reservation", "swap", "swappiness", "disableOOMKiller")):
+            need["memory"] = "memory"
+        cpu = res.get("cpu") or {}
+        if any(cpu.get(k) not in (None, 0) for k in
+               ("shares", "quota", "period", "realtimeRuntime", "realtimePeriod")):
+            need["cpu"] = "cpu"
+        if cpu.get("cpus") or cpu.get("mems"):
+            need["cpuset"] = "cpu.cpus"
+        if (res.get("pids") or {}).get("limit") not in (None, 0):
+            need["pids"] = "pids"
+        if res.get("hugepageLimits"):
+            need["hugetlb"] = "hugepageLimits"
+        if res.get("devices") and self.layout.mode != "v2":
+            need["devices"] = "devices"
+        return need
+
+    # ---- create / apply / add
+
+    def create(self) -> None:
+        """Make the directory in every hierarchy (idempotent)."""
+        needed = self.required_controllers()
+        for controller, field in needed.items():
+            self._dir_for(controller, field)
+        for h in self.layout.hierarchies:
+            target = self.dirs[h.key]
+            if h.version == 2:
+                required = [c for c in needed if self.layout.controller(c) is h]
+                self._enable_v2(h, target, required, best_effort=self.layout.mode == "v2")
+            self._mkdirs(h, target)
+            if h.version == 1 and "cpuset" in h.controllers:
+                self._init_cpuset(h, target)
+
+    def _mkdirs(self, h: Hierarchy, target: Path) -> None:
+        missing: list[Path] = []
+        p = target
+        while p != h.mountpoint and not p.is_dir():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, 0o755)
+            except FileExistsError:
+                continue  # a concurrent container made the shared parent
+            except OSError as e:
+                raise CgroupError(f"cannot create cgroup {d}: {e.strerror}",
+                                  path=d, err=e.errno or 0) from e
+            self.created.append(d)
+
+    def _enable_v2(self, h: Hierarchy, target: Path, required: Iterable[str], *,
+                   best_effort: bool) -> None:
+        """Enable controllers in every ancestor's cgroup.subtree_control down to ``target``.
+
+        ``required`` ones must succeed; on a pure v2 host cpu, memory and pids
+        are also enabled when offered (stats, later updates).
+        """
+        required = list(required)
+        wanted = list(dict.fromkeys([*required, *(_V2_BEST_EFFORT if best_effort else ())]))
+        if not wanted:
+            return
+        ancestors: list[Path] = []
+        p = target.parent
+        while True:
+            ancestors.append(p)
+            if p == h.mountpoint or p == p.parent:
+                break
+            p = p.parent
+        for anc in reversed(ancestors):
+            if not anc.is_dir():
+                self._mkdirs(h, anc)
+            avail = set(_read(anc / "cgroup.controllers").split())
+            on = set(_read(anc / "cgroup.subtree_control").split())
+            for c in wanted:
+                if c in on:
+                    continue
+                if c not in avail:
+                    if c in required:
+                        raise FailedPrecondition(
+                            f"cgroup2 controller {c!r} is not offered in {anc}/cgroup.controllers",
+                            hint="enable it in the parent's cgroup.subtree_control")
+                    continue
+                try:
+                    _write(anc / "cgroup.subtree_control", f"+{c}")
+                except (CgroupError, InvalidArgument) as e:
+                    if c in required:
+                        raise CgroupError(
+                            f"cannot enable {c!r} in {anc}/cgroup.subtree_control: {e.message}",
+                            path=anc / "cgroup.subtree_control", value=f"+{c}",
+                            hint="a cgroup with processes cannot delegate controllers "
+                                 "(cgroup v2 'no internal processes' rule)") from e
+
+    def _init_cpuset(self, h: Hierarchy, target: Path) -> None:
+        """v1 cpuset: a new cgroup has empty cpus/mems and refuses tasks; copy the parent's."""
+        chain: list[Path] = []
+        p = target
+        while p != h.mountpoint and p != p.parent:
+            chain.append(p)
+            p = p.parent
+        for d in reversed(chain):
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                if _read(d / f).strip() == "":
+                    _write(d / f, _read(d.parent / f).strip())
+
+    def apply(self, resources: Mapping[str, Any] | None = None, *,
+              default_devices: bool = True) -> None:
+        """Write ``linux.resources`` into the cgroup (see the module table)."""
+        res = self.resources if resources is None else resources
+        if resources is not None:
+            self.resources = resources
+        for controller, field in self.required_controllers(res).items():
+            self._dir_for(controller, field)
+        if res.get("memory"):
+            self._apply_memory(res["memory"])
+        if res.get("cpu"):
+            self._apply_cpu(res["cpu"])
+        pids = res.get("pids") or {}
+        limit = _int(pids, "limit", "pids")
+        if limit:
+            d = self._dir_for("pids", "pids.limit")
+            assert d is not None
+            _write(d / "pids.max", str(limit) if limit > 0 else "max")
+        for hp in res.get("hugepageLimits") or ():
+            self._apply_hugetlb(hp)
+        if "devices" in res or default_devices:
+            self._apply_devices(list(res.get("devices") or ()), default_devices)
+        unified = res.get("unified") or {}
+        if unified:
+            u = self.layout.unified
+            if u is None:
+                raise FailedPrecondition("linux.resources.unified needs a cgroup2 hierarchy; "
+                                         "this host has only cgroup v1")
+            for key, value in unified.items():
+                if "/" in key or key.startswith(".") or not key:
+                    raise InvalidArgument(f"invalid linux.resources.unified key {key!r}")
+                _write(self.dirs[UNIFIED] / key, str(value))
+
+    def _apply_memory(self, mem: Mapping[str, Any]) -> None:
+        limit = _int(mem, "limit", "memory") or 0
+        swap = _int(mem, "swap", "memory") or 0
+        reservation = _int(mem, "reservation", "memory") or 0
+        swappiness = _int(mem, "swappiness", "memory")
+        d = self._dir_for("memory", "memory")
+        assert d is not None
+        h = self.layout.controller("memory")
+        assert h is not None
+        if h.version == 1:
+            def v1(n: int) -> str:
+                return "-1" if n < 0 else str(n)
+            memsw = d / "memory.memsw.limit_in_bytes"
+            if limit == -1 and swap == 0 and memsw.exists():
+                swap = -1  # unlimited memory means unlimited memory+swap (runc)
+            if swap and not memsw.exists():
+                raise FailedPrecondition(
+                    f"linux.resources.memory.swap needs swap accounting ({memsw} is missing)",
+                    hint="boot with swapaccount=1 or drop the swap limit")
+            if limit and swap:
+                cur = int(_read(d / "memory.limit_in_bytes").strip())
+                if swap == -1 or cur < swap:
+                    _write(memsw, v1(swap))
+                    _write(d / "memory.limit_in_bytes", v1(limit))
+                else:
+                    _write(d / "memory.limit_in_bytes", v1(limit))
+                    _write(memsw, v1(swap))
+            else:
+                if limit:
+                    _write(d / "memory.limit_in_bytes", v1(limit))
+                if swap:
+                    _write(memsw, v1(swap))
+            if reservation:
+                _write(d / "memory.soft_limit_in_bytes", v1(reservation))
+            if swappiness is not None and swappiness != -1:
+                if not 0 <= swappiness <= 100:
+                    raise InvalidArgument(f"invalid memory swappiness {swappiness}: 0..100")
+                _write(d / "memory.swappiness", str(swappiness))
+            if mem.get("disableOOMKiller"):
+                _write(d / "memory.oom_control", "1")
+        else:
+            def v2(n: int) -> str:
+                return "max" if n < 0 else str(n)
+            swap_max = swap_to_v2(swap, limit)
+            if swap_max is not None:
+                _write(d / "memory.swap.max", v2(swap_max))
+            if limit:
+                _write(d / "memory.max", v2(limit))
+            if reservation:
+                _write(d / "memory.low", v2(reservation))
+            if mem.get("disableOOMKiller"):
+                raise FailedPrecondition(
+                    "linux.resources.memory.disableOOMKiller is not available on cgroup v2")
+
+    def _apply_cpu(self, cpu: Mapping[str, Any]) -> None:
+        shares = _int(cpu, "shares", "cpu") or 0
+        quota = _int(cpu, "quota", "cpu") or 0
+        period = _int(cpu, "period", "cpu") or 0
+        rt_runtime = _int(cpu, "realtimeRuntime", "cpu") or 0
+        rt_period = _int(cpu, "realtimePeriod", "cpu") or 0
+        h = self.layout.controller("cpu")
+        if shares or quota or period or rt_runtime or rt_period:
+            d = self._dir_for("cpu", "cpu")
+            assert d is not None and h is not None
+            if h.version == 1:
+                if shares:
+                    _write(d / "cpu.shares", str(shares))
+                if period and quota:
+                    try:
+                        _write(d / "cpu.cfs_period_us", str(period))
+                        _write(d / "cpu.cfs_quota_us", str(quota))
+                    except InvalidArgument:
+                        # the new period conflicts with the old quota: other order (runc)
+                        _write(d / "cpu.cfs_quota_us", str(quota))
+                        _write(d / "cpu.cfs_period_us", str(period))
+                elif period:
+                    _write(d / "cpu.cfs_period_us", str(period))
+                elif quota:
+                    _write(d / "cpu.cfs_quota_us", str(quota))
+                if rt_period:
+                    _write(d / "cpu.rt_period_us", str(rt_period))
+                if rt_runtime:
+                    _write(d / "cpu.rt_runtime_us", str(rt_runtime))
+            else:
+                if rt_runtime or rt_period:
+                    raise FailedPrecondition(
+                        "linux.resources.cpu.realtimeRuntime/realtimePeriod are not "
+                        "available on cgroup v2")
+                if shares:
+                    _write(d / "cpu.weight", str(shares_to_weight(shares)))
+                if quota or period:
+                    value = "max" if quota <= 0 else str(quota)
+                    if period:
+                        value += f" {period}"
+                    _write(d / "cpu.max", value)
+        for key in ("cpus", "mems"):
+            v = cpu.get(key)
+            if v:
+                d = self._dir_for("cpuset", f"cpu.{key}")
+                assert d is not None
+                _write(d / f"cpuset.{key}", str(v))
+
+    def _apply_hugetlb(self, hp: Mapping[str, Any]) -> None:
+        size, limit = hp.get("pageSize"), hp.get("limit")
+        if not isinstance(size, str) or not size.isalnum() or not isinstance(limit, int):
+            raise InvalidArgument(f"invalid linux.resources.hugepageLimits entry {dict(hp)!r}")
+        d = self._dir_for("hugetlb", "hugepageLimits")
+        h = self.layout.controller("hugetlb")
+        assert d is not None and h is not None
+        if h.version == 1:
+            _write(d / f"hugetlb.{size}.limit_in_bytes", str(limit))
+        else:
+            _write(d / f"hugetlb.{size}.max", str(limit))
+
+    def _apply_devices(self, rules: list[Mapping[str, Any]], default_devices: bool) -> None:
+        h = self.layout.controller("devices")
+        if h is None or h.version == 2:
+            if self.layout.mode == "v2":
+                return  # needs a BPF_CGROUP_DEVICE program: not enforced (module docstring)
+            if not rules:
+                return
+            raise FailedPrecondition(
+                f"linux.resources.devices needs the v1 devices controller, which this "
+                f"{self.layout.mode} host does not mount",
+                hint="mount the devices hierarchy under /sys/fs/cgroup")
+        d = self.dirs[h.key]
+        _write(d / "devices.deny", "a")
+        for rule in [*rules, *(DEFAULT_ALLOWED_DEVICES if default_devices else ())]:
+            line = _device_rule(rule)
+            _write(d / ("devices.allow" if rule.get("allow") else "devices.deny"), line)
+
+    def add(self, pid: int) -> None:
+        """Move ``pid`` into the cgroup in every hierarchy (cpuset first)."""
+        keys = sorted(self.dirs, key=lambda k: ("cpuset" not in k.split(","), k))
+        for key in keys:
+            _write(self.dirs[key] / "cgroup.procs", str(pid))
+
+    # ---- inspection
+
+    def pids(self) -> list[int]:
+        """Processes in the cgroup or its descendants, in any hierarchy."""
+        found: set[int] = set()
+        for d in self.dirs.values():
+            if d.is_dir():
+                found.update(_pids_in(d))
+        return sorted(found)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer killed in this cgroup."""
+        h = self.layout.controller("memory")
+        if h is None:
+            return 0
+        d = self.dirs[h.key]
+        name = "memory.oom_control" if h.version == 1 else "memory.events"
+        try:
+            text = (d / name).read_text()
+        except OSError:
+            return 0
+        return _keyed(text).get("oom_kill", 0)
+
+    def oom_killed(self) -> bool:
+        return self.oom_kills() > 0
+
+    def stats(self) -> CgroupStats:
+        def num(path: Path) -> int | None:
+            try:
+                text = path.read_text().strip()
+            except OSError:
+                return None
+            if text == "max":
+                return None
+            return int(text) if text.lstrip("-").isdigit() else None
+
+        mem_usage = mem_peak = mem_limit = cpu_ns = None
+        h = self.layout.controller("memory")
+        if h is not None:
+            d = self.dirs[h.key]
+            if h.version == 1:
+                mem_usage = num(d / "memory.usage_in_bytes")
+                mem_peak = num(d / "memory.max_usage_in_bytes")
+                mem_limit = num(d / "memory.limit_in_bytes")
+                if mem_limit is not None and mem_limit >= _UNLIMITED_V1:
+                    mem_limit = None
+            else:
+                mem_usage = num(d / "memory.current")
+                mem_peak = num(d / "memory.peak")
+                mem_limit = num(d / "memory.max")
+        h = self.layout.controller("cpuacct")
+        if h is not None and h.version == 1:
+            cpu_ns = num(self.dirs[h.key] / "cpuacct.usage")
+        elif self.layout.unified is not None:
+            try:
+                usec = _keyed((self.dirs[UNIFIED] / "cpu.stat").read_text()).get("usage_usec")
+            except OSError:
+                usec = None
+            cpu_ns = usec * 1000 if usec is not None else None
+        h = self.layout.controller("pids")
+        pids_current = num(self.dirs[h.key] / "pids.current") if h is not None else None
+        return CgroupStats(mem_usage, mem_peak, mem_limit, pids_current, cpu_ns,
+                           self.oom_kills() if self.layout.controller("memory") else None)
+
+    # ---- freeze / kill / destroy
+
+    def _freezer(self) -> tuple[Literal[1, 2], Path] | None:
+        h = self.layout.controller("freezer")
+        if h is not None and h.version == 1:
+            return 1, self.dirs[h.key]
+        if UNIFIED in self.dirs and (self.dirs[UNIFIED] / "cgroup.freeze").exists():
+            return 2, self.dirs[UNIFIED]
+        return None
+
+    def freeze(self, timeout: float = 5.0) -> None:
+        """Stop every process of the cgroup (v1 freezer or v2 cgroup.freeze)."""
+        fz = self._freezer()
+        if fz is None:
+            raise FailedPrecondition("no freezer: neither a v1 freezer hierarchy "
+                                     "nor cgroup2's cgroup.freeze is available")
+        version, d = fz
+        deadline = time.monotonic() + timeout
+        if version == 1:
+            while True:
+                _write(d / "freezer.state", "FROZEN")
+                if _read(d / "freezer.state").strip() == "FROZEN":
+                    return
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        else:
+            _write(d / "cgroup.freeze", "1")
+            while time.monotonic() <= deadline:
+                if _keyed(_read(d / "cgroup.events")).get("frozen") == 1:
+                    return
+                time.sleep(0.01)
+        self.thaw()
+        raise Unavailable(f"cgroup {d} did not freeze within {timeout:g}s")
+
+    def thaw(self) -> None:
+        fz = self._freezer()
+        if fz is None:
+            return
+        version, d = fz
+        if version == 1:
+            _write(d / "freezer.state", "THAWED")
+        else:
+            _write(d / "cgroup.freeze", "0")
+
+    def kill_all(self, sig: int = _signal.SIGKILL, *, timeout: float = 10.0) -> None:
+        """Send ``sig`` to every member; for SIGKILL, repeat until the cgroup is empty.
+
+        SIGKILL goes through cgroup2's ``cgroup.kill`` when there is one (atomic
+        against forks), else the cgroup is frozen while the signals are sent.
+        """
+        if sig != _signal.SIGKILL:
+            for pid in self.pids():
+                _signal_pid(pid, sig)
+            return
+        deadline = time.monotonic() + timeout
+        unified = self.dirs.get(UNIFIED)
+        kill_file = unified / "cgroup.kill" if unified is not None else None
+        while self.pids():
+            if time.monotonic() > deadline:
+                raise Unavailable(f"processes {self.pids()} of cgroup {self.path} survived "
+                                  f"SIGKILL for {timeout:g}s (stuck in the kernel?)")
+            if kill_file is not None and kill_file.exists():
+                _write(kill_file, "1")
+                for pid in self.pids():  # members of a v1 hierarchy only, if any
+                    _signal_pid(pid, _signal.SIGKILL)
+            else:
+                frozen = False
+                if self._freezer() is not None:
+                    try:
+                        self.freeze(timeout=1.0)
+                        frozen = True
+                    except Unavailable:
+                        pass
+                try:
+                    for pid in self.pids():
+                        _signal_pid(pid, _signal.SIGKILL)
+                finally:
+                    if frozen:
+                        self.thaw()
+            time.sleep(0.005)
+
+    def destroy(self, timeout: float = 5.0) -> None:
+        """Remove the cgroup in every hierarchy (with any sub-cgroups the container made),
+        then the parents this manager created if they are empty.  Idempotent."""
+        deadline = time.monotonic() + timeout
+        for d in self.dirs.values():
+            _rmtree_cgroup(d, deadline)
+        for d in sorted(self.created, key=lambda p: len(p.parts), reverse=True):
+            if d in self.dirs.values():
+                continue
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise CgroupError(f"cannot remove cgroup {d}: {e.strerror}",
+                                      path=d, err=e.errno or 0) from e
+                # another container still uses this shared parent: leave it
+        self.created = []
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _rmtree_cgroup(d: Path, deadline: float) -> None:
+    """rmdir ``d`` and its sub-cgroups deepest first, retrying on EBUSY while tasks exit."""
+    try:
+        subdirs = [Path(dp) for dp, _, _ in os.walk(d)]
+    except OSError:
+        subdirs = []
+    for sub in sorted(subdirs, key=lambda p: len(p.parts), reverse=True) or [d]:
+        while True:
+            try:
+                os.rmdir(sub)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise CgroupError(
+                        f"cannot remove cgroup {sub}: {e.strerror}", path=sub,
+                        err=e.errno or 0,
+                        hint="processes are still in it: kill them first") from e
+                time.sleep(0.02)

@@ -1,0 +1,331 @@
+"""The container's init: ``python -m pyimg.runtime.init --sync-fd N``.
+
+Started by :mod:`pyimg.runtime.launcher` as a *fresh* process, so it has a
+single thread and may unshare and fork safely (runc's ``nsexec`` runs before
+the Go runtime for the same reason).  :mod:`pyimg.runtime.sync` documents the
+handshake.
+
+* stage 1 (this process): not dumpable, joins namespaces by path, creates
+  the user namespace (the launcher writes the maps) and the others, forks;
+  reports the child's host pid and exits 0.
+* stage 2 (the child, pid 1 of a new pid namespace): waits for ``continue``
+  (its cgroup is set by then), creates the cgroup namespace, builds the root
+  filesystem, reports ``ready``, blocks on ``exec.fifo`` until ``start``,
+  then sets up the process (:func:`finalize`) and execs.
+
+Nothing here may import lazily after ``pivot_root``: the host's Python
+library is out of reach from then on, so every module is imported up front.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.util
+import os
+import resource
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any, NoReturn
+
+from pyimg import linux
+from pyimg.runtime import caps, rootfs
+from pyimg.runtime.sync import CONFIG, CONTINUE, ERROR, PID, USERNS, Channel
+
+#: spec namespace type → (CLONE flag, /proc/<pid>/ns name)
+NAMESPACES: dict[str, tuple[int, str]] = {
+    "user": (linux.CLONE_NEWUSER, "user"), "ipc": (linux.CLONE_NEWIPC, "ipc"),
+    "uts": (linux.CLONE_NEWUTS, "uts"), "network": (linux.CLONE_NEWNET, "net"),
+    "pid": (linux.CLONE_NEWPID, "pid"), "cgroup": (linux.CLONE_NEWCGROUP, "cgroup"),
+    "mount": (linux.CLONE_NEWNS, "mnt"),
+}
+_JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")  # mount last
+_NOT_FOUND, _NOT_EXECUTABLE = 127, 126
+
+
+class _Stage:
+    """The step in progress, named in an ``error`` message."""
+
+    name = "init"
+    command = ""
+
+
+def _load_seccomp(spec: Mapping[str, Any]) -> ModuleType | None:
+    """``pyimg.runtime.seccomp`` when it exists and the spec has ``linux.seccomp``,
+    imported with libseccomp loaded while the host's libraries are reachable."""
+    if not spec.get("linux", {}).get("seccomp"):
+        return None
+    if importlib.util.find_spec("pyimg.runtime.seccomp") is None:
+        return None
+    _Stage.name = "seccomp"
+    mod = importlib.import_module("pyimg.runtime.seccomp")
+    preload = getattr(mod, "preload", None) or getattr(mod, "_libseccomp", None)
+    if preload is not None:
+        preload()
+    return mod
+
+
+# Stage 1 -------------------------------------------------------------------------------
+
+
+def stage1(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> NoReturn:
+    _Stage.name = "namespaces"
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)  # /proc/<pid>/exe of the host python: hidden
+    join = [(str(t), str(p)) for t, p in cfg.get("join", [])]
+    new = [str(t) for t in cfg.get("new", [])]
+    join_namespaces(join)
+    if "user" in new:
+        linux.unshare(linux.CLONE_NEWUSER)
+        ch.send(USERNS)
+        _expect_continue(ch)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    flags = 0
+    for t in new:
+        if t not in ("user", "cgroup"):  # cgroup: stage 2, once it is in its cgroup
+            flags |= NAMESPACES[t][0]
+    if flags:
+        linux.unshare(flags)
+    pid = os.fork()  # safe: this process has exactly one thread
+    if pid == 0:
+        stage2(ch, cfg, seccomp)
+    ch.send(PID, pid=pid)
+    os._exit(0)
+
+
+def join_namespaces(join: Sequence[tuple[str, str]]) -> None:
+    """setns(2) into each ``(type, path)``; all paths are opened before the first
+    join, and the mount namespace is joined last (it changes path lookups)."""
+    fds = []
+    try:
+        for t in sorted((t for t, _ in join), key=_JOIN_ORDER.index):
+            path = dict(join)[t]
+            fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), NAMESPACES[t][0]))
+        for fd, flag in fds:
+            linux.setns(fd, flag)
+    finally:
+        for fd, _ in fds:
+            os.close(fd)
+
+
+def _expect_continue(ch: Channel) -> None:
+    msg = ch.recv()
+    if msg["type"] != CONTINUE:
+        raise RuntimeError(f"expected continue, got {msg['type']}")
+
+
+# Stage 2 -------------------------------------------------------------------------------
+
+
+def _controlling_terminal() -> None:
+    """Make stdin (a pty slave handed over by the shim) our controlling terminal.
+
+    runc receives a console over --console-socket; pyimg's shim instead passes
+    the slave as stdio, so the process only needs a session that owns it.
+    """
+    import fcntl
+    import termios
+
+    _Stage.name = "terminal"
+    if not os.isatty(0):
+        raise OSError(errno.ENOTTY, "process.terminal is set but stdin is not a terminal")
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> NoReturn:
+    try:
+        _Stage.name = "init"
+        _expect_continue(ch)
+        spec = cfg["spec"]
+        if cfg.get("mode") == "exec":
+            finalize(ch, spec["process"], spec.get("linux", {}).get("seccomp"), seccomp)
+        new = [str(t) for t in cfg.get("new", [])]
+        if "cgroup" in new:
+            _Stage.name = "namespaces"
+            linux.unshare(linux.CLONE_NEWCGROUP)
+        if "network" in new:
+            rootfs.loopback_up()
+        fifo_fd = setup_rootfs(cfg, spec)
+        ch.send("ready")
+        _Stage.name = "exec fifo"
+        # blocks until `start` opens the fifo for reading (runc's exact mechanism)
+        fd = os.open(rootfs.fd_path(fifo_fd), os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo_fd)
+        finalize(ch, spec["process"], spec.get("linux", {}).get("seccomp"), seccomp)
+    except BaseException as exc:
+        fail(ch, exc)
+
+
+def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> int:
+    """Build the root filesystem and pivot into it; returns an O_PATH fd of the fifo."""
+    _Stage.name = "rootfs"
+    lx = spec.get("linux", {})
+    prop, _, _ = rootfs.parse_options([lx.get("rootfsPropagation") or "rslave"])
+    linux.mount(None, "/", None, prop or linux.MS_SLAVE | linux.MS_REC)
+    root = str(cfg["rootfs"])
+    linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    fifo_fd = os.open(str(cfg["fifo"]), os.O_PATH | os.O_CLOEXEC)
+    try:
+        mounts = spec.get("mounts", [])
+        for m in mounts:
+            _Stage.name = f"mount {m.get('destination')}"
+            rootfs.mount_entry(root_fd, str(cfg["bundle"]), m)
+        _Stage.name = "rootfs"
+        if any(m.get("destination") == "/dev" and m.get("type") != "bind" for m in mounts):
+            rootfs.create_devices(root_fd, lx.get("devices", []))
+        cwd = str(spec.get("process", {}).get("cwd") or "/")
+        os.close(rootfs.resolve(root_fd, cwd, "dir"))  # runc creates a missing cwd
+        rootfs.pivot(root_fd)
+    finally:
+        os.close(root_fd)
+    rootfs.write_sysctls(lx.get("sysctl") or {})
+    rootfs.readonly_paths(lx.get("readonlyPaths") or [])
+    rootfs.mask_paths(lx.get("maskedPaths") or [])
+    if spec.get("root", {}).get("readonly"):
+        rootfs.readonly_root()
+    rootfs.set_hostname(spec.get("hostname"))
+    return fifo_fd
+
+
+# The process -----------------------------------------------------------------------------
+
+
+def finalize(ch: Channel, process: Mapping[str, Any], seccomp_spec: Any,
+             seccomp: ModuleType | None) -> NoReturn:
+    """rlimits, OOM score, umask, user, capabilities, no_new_privs, fds, cwd,
+    seccomp (last), exec.  Shared by stage 2 and ``exec_in``."""
+    _Stage.name = "process"
+    set_rlimits(process.get("rlimits") or [])
+    if process.get("oomScoreAdj") is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(int(process["oomScoreAdj"])))
+    os.umask(int(process.get("user", {}).get("umask", 0o022)))
+    if process.get("terminal"):
+        _controlling_terminal()
+    sets = caps.CapSets.from_spec(process.get("capabilities"))
+    caps.drop_bounding(sets.bounding)
+    set_user(process.get("user") or {})
+    caps.apply(sets)
+    if process.get("noNewPrivileges"):
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    _reset_signals()
+    keep = ch.fileno()  # CLOEXEC: closes itself at exec, EOF tells the launcher
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _max_fd())
+    _Stage.name = "cwd"
+    os.chdir(str(process.get("cwd") or "/"))
+    if os.getcwd().startswith("(unreachable)"):  # the CVE-2024-21626 class
+        raise OSError(errno.EPERM, "current working directory is outside the root")
+    args = [str(a) for a in process.get("args") or []]
+    if not args:
+        raise ValueError("process.args is empty")
+    env = dict(e.split("=", 1) for e in process.get("env") or [] if "=" in e)
+    if seccomp_spec and seccomp is not None:
+        _Stage.name = "seccomp"
+        seccomp.install(seccomp_spec)
+    _Stage.name, _Stage.command = "exec", args[0]
+    os.execvpe(args[0], args, env)
+
+
+def clamp_rlimit(value: int, limit: int) -> int:
+    """``value`` (spec units, 2**64-1 = unlimited) capped at ``limit`` (resource units)."""
+    infinity = resource.RLIM_INFINITY
+    value = infinity if value >= 2**63 - 1 else value
+    if limit == infinity:
+        return value
+    return limit if value == infinity or value > limit else value
+
+
+def set_rlimits(rlimits: Sequence[Mapping[str, Any]]) -> None:
+    """setrlimit each, never above the hard limit granted (no CAP_SYS_RESOURCE here)."""
+    for r in rlimits:
+        res = getattr(resource, str(r["type"]))
+        _, granted = resource.getrlimit(res)
+        hard = clamp_rlimit(int(r.get("hard", resource.RLIM_INFINITY)), granted)
+        soft = clamp_rlimit(int(r.get("soft", hard)), hard)
+        resource.setrlimit(res, (soft, hard))
+
+
+def set_user(user: Mapping[str, Any]) -> None:
+    """setgroups, setgid, setuid, keeping the permitted capabilities across setuid."""
+    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    caps.keep_caps(True)
+    os.setgroups([int(g) for g in user.get("additionalGids") or []])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    caps.keep_caps(False)
+
+
+def _reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec."""
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _max_fd() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if 0 < soft < 1 << 20 else 1 << 20
+
+
+# Errors ---------------------------------------------------------------------------------
+
+
+def exit_code_for(stage: str, err: int | None) -> int:
+    """docker's conventions: 127 not found, 126 not executable, 125 anything else."""
+    if stage == "exec":
+        if err in (errno.ENOENT, errno.ENOTDIR):
+            return _NOT_FOUND
+        return _NOT_EXECUTABLE
+    return 125
+
+
+def fail(ch: Channel, exc: BaseException) -> NoReturn:
+    stage = _Stage.name
+    err = exc.errno if isinstance(exc, OSError) else None
+    code = exit_code_for(stage, err)
+    message = _describe(stage, exc)
+    try:
+        ch.send(ERROR, stage=stage, errno=err, message=message, exit_code=code)
+    except OSError:  # nobody listens any more (create and start were separate calls)
+        with contextlib.suppress(OSError):
+            os.write(2, f"pyimg init: {message}\n".encode())
+    os._exit(code)
+
+
+def _describe(stage: str, exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        what = f" {exc.filename!r}" if exc.filename and stage != "exec" else ""
+        text = os.strerror(exc.errno) if exc.errno else str(exc)
+        if stage == "exec":
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                text = "executable file not found in $PATH"
+            return f"exec {_Stage.command!r}: {text}"
+        return f"{stage}{what}: {text}"
+    return f"{stage}: {exc}"
+
+
+def main(argv: Sequence[str]) -> NoReturn:
+    if len(argv) != 2 or argv[0] != "--sync-fd":
+        os.write(2, b"usage: python -m pyimg.runtime.init --sync-fd N (started by pyimg)\n")
+        os._exit(2)
+    fd = int(argv[1])
+    os.set_inheritable(fd, False)
+    ch = Channel.from_fd(fd)
+    try:
+        msg = ch.recv()
+        if msg["type"] != CONFIG:
+            raise RuntimeError(f"expected config, got {msg['type']}")
+        stage1(ch, msg, _load_seccomp(msg["spec"]))
+    except BaseException as exc:
+        fail(ch, exc)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

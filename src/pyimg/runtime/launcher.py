@@ -1,0 +1,361 @@
+"""The OCI runtime lifecycle over a bundle: the part runc plays.
+
+::
+
+    st = create("web", bundle, state_root)        # init waits on exec.fifo: "created"
+    start("web", state_root)                       # the command runs: "running"
+    state("web", state_root)["status"]            # runtime-spec state JSON
+    kill("web", state_root, signal.SIGKILL)        # "stopped" once it is gone
+    delete("web", state_root)                      # state directory removed
+
+    code = run("job", bundle, state_root)          # create + start + wait + delete
+
+The container's init is a fresh ``python -m pyimg.runtime.init`` process
+(never a fork of this possibly threaded one), driven over the handshake in
+:mod:`pyimg.runtime.sync`.  Cgroups and seccomp plug in through
+``cgroup_hook(pid)`` (called while init waits, before any container code
+runs) and ``pyimg.runtime.seccomp.install``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import select
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pyimg import linux
+from pyimg.errors import AlreadyExists, InvalidArgument, LaunchError, NotFound
+from pyimg.fsutil import atomic_write
+from pyimg.runtime import state as _state
+from pyimg.runtime.state import (
+    CREATED,
+    EXEC_FIFO,
+    RUNNING,
+    STOPPED,
+    ContainerState,
+    check_operation,
+    check_transition,
+)
+from pyimg.runtime.sync import (
+    CONTINUE,
+    ERROR,
+    READY,
+    Channel,
+    ProtocolError,
+    error,
+    handshake,
+    recv,
+    spawn,
+)
+
+CgroupHook = Callable[[int], None]
+Stdio = tuple[int, int, int]
+_NS_TYPES = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")
+_PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
+            "cgroup": "cgroup", "mount": "mnt"}
+
+
+def load_spec(bundle: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads((bundle / "config.json").read_bytes())
+    except FileNotFoundError as exc:
+        raise NotFound(f"bundle {bundle} has no config.json") from exc
+    except ValueError as exc:
+        raise InvalidArgument(f"bundle {bundle}: config.json is not JSON: {exc}") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("process"), dict):
+        raise InvalidArgument(f"bundle {bundle}: config.json has no process")
+    return spec
+
+
+def _namespaces(spec: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(namespaces to join by path, namespaces to create)."""
+    join, new = [], []
+    for ns in spec.get("linux", {}).get("namespaces", []):
+        t = ns.get("type")
+        if t not in _NS_TYPES:
+            raise InvalidArgument(f"unknown namespace type {t!r}")
+        if ns.get("path"):
+            join.append((t, str(ns["path"])))
+        else:
+            new.append(t)
+    return join, new
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _create(cid: str, bundle: Path, state_root: Path, stdio: Stdio, pid_file: Path | None,
+            cgroup_hook: CgroupHook | None) -> tuple[ContainerState, Channel]:
+    bundle = Path(bundle).resolve()
+    spec = load_spec(bundle)
+    root = Path(spec.get("root", {}).get("path") or "rootfs")
+    rootfs = (bundle / root).resolve()
+    if not rootfs.is_dir():
+        raise NotFound(f"rootfs {rootfs} does not exist")
+    sdir = _state.state_dir(state_root, cid)
+    Path(state_root).mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        sdir.mkdir(mode=0o700)
+    except FileExistsError as exc:
+        raise AlreadyExists(f"container {cid} already exists") from exc
+    st = ContainerState(cid, str(bundle), str(rootfs), created=_now(),
+                        annotations=dict(spec.get("annotations") or {}))
+    pid = 0
+    try:
+        _state.save(state_root, st)
+        os.mkfifo(sdir / EXEC_FIFO, 0o622)
+        join, new = _namespaces(spec)
+        cfg = {"mode": "create", "spec": spec, "bundle": str(bundle), "rootfs": str(rootfs),
+               "fifo": str(sdir / EXEC_FIFO), "join": join, "new": new}
+        proc, ch = spawn(stdio)
+        try:
+            pid = handshake(proc, ch, cfg)
+            start = _state.proc_start_time(pid)
+            if start is None:
+                raise LaunchError("container init exited during setup", stage="init")
+            st = st.with_(pid=pid, pid_start=start)
+            _state.save(state_root, st)
+            if cgroup_hook is not None:
+                cgroup_hook(pid)
+            if pid_file is not None:
+                atomic_write(Path(pid_file), f"{pid}".encode(), 0o644)
+            ch.send(CONTINUE)
+            recv(ch, READY)
+        except BaseException:
+            ch.close()
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+            raise
+        check_transition(cid, st.status, CREATED)
+        st = st.with_(status=CREATED)
+        _state.save(state_root, st)
+        return st, ch
+    except BaseException:
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        shutil.rmtree(sdir, ignore_errors=True)
+        raise
+
+
+def create(cid: str, bundle: Path, state_root: Path, *, stdio: Stdio = (0, 1, 2),
+           pid_file: Path | None = None,
+           cgroup_hook: CgroupHook | None = None) -> ContainerState:
+    """Create container ``cid`` from ``bundle``: status ``created`` on return.
+
+    Init has set up namespaces and the root filesystem and waits on
+    ``exec.fifo``; ``cgroup_hook(pid)`` ran before that.  Raises
+    :class:`AlreadyExists`, :class:`NotFound` (bundle) or :class:`LaunchError`.
+    """
+    st, ch = _create(_state.check_id(cid), Path(bundle), Path(state_root), stdio, pid_file,
+                     cgroup_hook)
+    ch.close()
+    return st
+
+
+def start(cid: str, state_root: Path, timeout: float = 10.0) -> None:
+    """Let the created container exec its command (runc's exec.fifo handshake)."""
+    state_root = Path(state_root)
+    st = _state.load(state_root, cid)
+    check_operation(cid, "start", _state.status(state_root, st))
+    fifo = _state.state_dir(state_root, cid) / EXEC_FIFO
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            select.select([fd], [], [], 0.05)
+            with contextlib.suppress(BlockingIOError):
+                if os.read(fd, 1) == b"0":
+                    break
+            if _state.proc_start_time(st.pid) != st.pid_start:
+                raise LaunchError(f"container {cid} exited before start", stage="start")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"container {cid} did not start in {timeout}s",
+                                  stage="start")
+    finally:
+        os.close(fd)
+    os.unlink(fifo)
+    _state.save(state_root, st.with_(status=RUNNING))
+
+
+def state(cid: str, state_root: Path) -> dict[str, Any]:
+    """The runtime-spec state of ``cid`` (``ociVersion, id, status, pid, bundle...``)."""
+    return _state.oci_state(Path(state_root), _state.load(Path(state_root), cid))
+
+
+def list_containers(state_root: Path) -> list[dict[str, Any]]:
+    """The state of every container under ``state_root``, sorted by id."""
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.scandir(state_root), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(NotFound, InvalidArgument):
+                    out.append(state(entry.name, state_root))
+    return out
+
+
+@contextlib.contextmanager
+def _pidfd(st: ContainerState) -> Iterator[int | None]:
+    """A pidfd of the container's init, or None if it is gone (pid reuse checked)."""
+    try:
+        fd = os.pidfd_open(st.pid)
+    except ProcessLookupError:
+        yield None
+        return
+    try:
+        yield fd if _state.proc_start_time(st.pid) == st.pid_start else None
+    finally:
+        os.close(fd)
+
+
+def kill(cid: str, state_root: Path, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the container's init (created or running)."""
+    st = _state.load(Path(state_root), cid)
+    check_operation(cid, "kill", _state.status(Path(state_root), st))
+    with _pidfd(st) as fd:
+        if fd is None:
+            raise LaunchError(f"container {cid} is not running", stage="kill")
+        signal.pidfd_send_signal(fd, sig)
+
+
+def _reap(pid: int) -> int | None:
+    """waitpid if ``pid`` is our child (we are its subreaper): its exit status."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def _wait_gone(st: ContainerState, timeout: float) -> None:
+    with _pidfd(st) as fd:
+        if fd is not None:
+            select.select([fd], [], [], timeout)
+    _reap_nohang(st.pid)
+
+
+def _reap_nohang(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def delete(cid: str, state_root: Path, force: bool = False,
+           cgroup_cleanup: Callable[[ContainerState], None] | None = None) -> None:
+    """Remove a stopped container's state; ``force`` SIGKILLs a live one first."""
+    state_root = Path(state_root)
+    st = _state.load(state_root, cid)
+    live = _state.status(state_root, st)
+    if live != STOPPED:
+        if not force:
+            check_operation(cid, "delete", live)
+        with _pidfd(st) as fd:
+            if fd is not None:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        _wait_gone(st, 10.0)
+    if cgroup_cleanup is not None:
+        cgroup_cleanup(st)
+    shutil.rmtree(_state.state_dir(state_root, cid), ignore_errors=True)
+
+
+def _subreaper(on: bool) -> bool:
+    was = linux.is_child_subreaper()
+    linux.set_child_subreaper(on)
+    return was
+
+
+def run(cid: str, bundle: Path, state_root: Path, *, stdio: Stdio = (0, 1, 2),
+        pid_file: Path | None = None, cgroup_hook: CgroupHook | None = None,
+        cgroup_cleanup: Callable[[ContainerState], None] | None = None) -> int:
+    """create + start + wait + delete; returns the exit code (128+N for signal N).
+
+    This process becomes a child subreaper for the duration, as ``runc run`` is
+    the parent of its container, so it can collect the exit status.  A failure
+    at exec raises :class:`LaunchError` with ``exit_code`` 126 or 127.
+    """
+    state_root = Path(state_root)
+    was = _subreaper(True)
+    try:
+        st, ch = _create(_state.check_id(cid), Path(bundle), state_root, stdio, pid_file,
+                         cgroup_hook)
+        try:
+            start(cid, state_root)
+            try:
+                msg = ch.recv_or_eof()  # EOF: the sync socket closed at exec
+            except ProtocolError:
+                msg = None
+            code = _reap(st.pid)
+        finally:
+            ch.close()
+            delete(cid, state_root, force=True, cgroup_cleanup=cgroup_cleanup)
+        if msg is not None and msg["type"] == ERROR:
+            raise error(msg)
+        return _exit_code(code)
+    finally:
+        _subreaper(was)
+
+
+def _exit_code(code: int | None) -> int:
+    if code is None:
+        return 255
+    return 128 - code if code < 0 else code
+
+
+def exec_in(cid: str, state_root: Path, process: Mapping[str, Any], *,
+            stdio: Stdio = (0, 1, 2), cgroup_hook: CgroupHook | None = None) -> int:
+    """Start ``process`` (an OCI ``process`` object) inside container ``cid``.
+
+    It joins every namespace of the container's init and (through
+    ``cgroup_hook``) its cgroup, and gets the same process setup as init.
+    Returns its host pid; it is reparented to this process only if this
+    process is a child subreaper (the shim is), else to init(1).
+    """
+    state_root = Path(state_root)
+    st = _state.load(state_root, cid)
+    check_operation(cid, "exec", _state.status(state_root, st))
+    spec = load_spec(Path(st.bundle))
+    spec = {**spec, "process": dict(process)}
+    join = _container_namespaces(st)
+    cfg = {"mode": "exec", "spec": spec, "join": join, "new": []}
+    proc, ch = spawn(stdio)
+    try:
+        pid = handshake(proc, ch, cfg)
+        if cgroup_hook is not None:
+            cgroup_hook(pid)
+        ch.send(CONTINUE)
+        try:
+            msg = ch.recv_or_eof()
+        except ProtocolError:
+            msg = None
+        if msg is not None and msg["type"] == ERROR:
+            _reap_nohang(pid)
+            raise error(msg)
+        return pid
+    finally:
+        ch.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _container_namespaces(st: ContainerState) -> list[tuple[str, str]]:
+    """The namespaces of init that differ from ours: (type, /proc/<pid>/ns/x)."""
+    out = []
+    with _pidfd(st) as fd:
+        if fd is None:
+            raise LaunchError(f"container {st.id} is not running", stage="exec")
+        for t in _NS_TYPES:
+            theirs = f"/proc/{st.pid}/ns/{_PROC_NS[t]}"
+            if os.stat(theirs).st_ino != os.stat(f"/proc/self/ns/{_PROC_NS[t]}").st_ino:
+                out.append((t, theirs))
+    return out

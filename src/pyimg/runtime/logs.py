@@ -1,0 +1,110 @@
+"""Container logs in docker's json-file format.
+
+One JSON object per line: ``{"log": "text\\n", "stream": "stdout",
+"time": "2026-11-28T18:24:06.123456789Z"}``, as ``docker logs`` and tools
+that read ``/var/lib/docker/containers/*/*-json.log`` expect.  A chunk is
+split at newlines so that each line gets its own timestamp; a chunk without
+a trailing newline is written as is (docker does the same for partial lines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+def rfc3339_nano(ts: float | None = None) -> str:
+    ns = time.time_ns() if ts is None else int(ts * 1e9)
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+class LogWriter:
+    """Appends records; thread-safe (stdout and stderr pumps share it)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._lock = threading.Lock()
+
+    def write(self, stream: str, data: bytes) -> None:
+        text = data.decode("utf-8", errors="replace")
+        now = rfc3339_nano()
+        lines = text.splitlines(keepends=True)
+        out = "".join(json.dumps({"log": ln, "stream": stream, "time": now}) + "\n"
+                      for ln in lines)
+        with self._lock:
+            os.write(self._fd, out.encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass(frozen=True)
+class Record:
+    stream: str
+    text: str
+    time: str
+
+
+def read(path: Path, *, tail: int | None = None) -> list[Record]:
+    """The records of a log (the last ``tail`` lines with ``tail``)."""
+    if not path.exists():
+        return []
+    records = [r for r in (_parse(line) for line in path.read_bytes().splitlines()) if r]
+    return records[-tail:] if tail is not None and tail >= 0 else records
+
+
+def follow(path: Path, *, stop: threading.Event, poll: float = 0.1,
+           start: int = 0) -> Iterator[Record]:
+    """Records appended from byte ``start`` on, until ``stop`` is set (then drained)."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        pending = b""
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    r = _parse(line)
+                    if r:
+                        yield r
+                continue
+            if stop.is_set():
+                return
+            time.sleep(poll)
+
+
+def _parse(line: bytes) -> Record | None:
+    try:
+        obj = json.loads(line)
+        return Record(str(obj["stream"]), str(obj["log"]), str(obj["time"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def pump(source: BinaryIO | int, stream: str, log: LogWriter,
+         tee: list[BinaryIO | None] | None = None) -> None:
+    """Copy a pipe into the log until EOF (a thread body); ``tee`` also gets the bytes."""
+    fd = source if isinstance(source, int) else source.fileno()
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        log.write(stream, data)
+        for out in tee or ():
+            if out is not None:
+                try:
+                    out.write(data)
+                    out.flush()
+                except (OSError, ValueError):
+                    pass

@@ -1,0 +1,394 @@
+"""The container's root filesystem, set up by stage 2 (runc's ``rootfs_linux.go``).
+
+Everything before ``pivot_root`` resolves paths *inside* the rootfs by file
+descriptor (:func:`resolve`): a symlink in the image is followed as if the
+rootfs were ``/`` and ``..`` stops at it, and the mount targets the resolved
+``O_PATH`` descriptor through ``/proc/self/fd/N``, so swapping a path
+component for a symlink between the check and the mount gains nothing (the
+CVE-2021-30465 class).  After ``pivot_root`` the kernel confines every lookup
+to the new root, so masked and read-only paths use plain paths, as runc does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from pyimg import linux
+
+_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_LINKS = 40
+
+#: mount option → (set, flag); set False clears the flag (``rw``, ``suid``...)
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "ro": (True, linux.MS_RDONLY), "rw": (False, linux.MS_RDONLY),
+    "nosuid": (True, linux.MS_NOSUID), "suid": (False, linux.MS_NOSUID),
+    "nodev": (True, linux.MS_NODEV), "dev": (False, linux.MS_NODEV),
+    "noexec": (True, linux.MS_NOEXEC), "exec": (False, linux.MS_NOEXEC),
+    "sync": (True, linux.MS_SYNCHRONOUS), "async": (False, linux.MS_SYNCHRONOUS),
+    "dirsync": (True, linux.MS_DIRSYNC), "remount": (True, linux.MS_REMOUNT),
+    "mand": (True, linux.MS_MANDLOCK), "nomand": (False, linux.MS_MANDLOCK),
+    "atime": (False, linux.MS_NOATIME), "noatime": (True, linux.MS_NOATIME),
+    "diratime": (False, linux.MS_NODIRATIME), "nodiratime": (True, linux.MS_NODIRATIME),
+    "relatime": (True, linux.MS_RELATIME), "norelatime": (False, linux.MS_RELATIME),
+    "strictatime": (True, linux.MS_STRICTATIME), "nostrictatime": (False, linux.MS_STRICTATIME),
+    "bind": (True, linux.MS_BIND), "rbind": (True, linux.MS_BIND | linux.MS_REC),
+}
+_PROPAGATION: dict[str, int] = {
+    "private": linux.MS_PRIVATE, "rprivate": linux.MS_PRIVATE | linux.MS_REC,
+    "shared": linux.MS_SHARED, "rshared": linux.MS_SHARED | linux.MS_REC,
+    "slave": linux.MS_SLAVE, "rslave": linux.MS_SLAVE | linux.MS_REC,
+    "unbindable": linux.MS_UNBINDABLE, "runbindable": linux.MS_UNBINDABLE | linux.MS_REC,
+}
+#: runc's default devices: name → (major, minor)
+DEFAULT_DEVICES: dict[str, tuple[int, int]] = {
+    "null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
+    "tty": (5, 0),
+}
+DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
+    ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"), ("/proc/kcore", "core"),
+)
+
+
+def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
+    """Spec mount options → (flags, propagation flags, data string)."""
+    flags = prop = 0
+    data = []
+    for opt in options:
+        if opt in _FLAGS:
+            on, bit = _FLAGS[opt]
+            flags = flags | bit if on else flags & ~bit
+        elif opt in _PROPAGATION:
+            prop |= _PROPAGATION[opt]
+        else:
+            data.append(opt)
+    return flags, prop, ",".join(data)
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+# Resolving inside the root -----------------------------------------------------------
+
+
+def resolve(root_fd: int, path: str, create: str | None = None) -> int:
+    """An ``O_PATH`` fd of ``path`` resolved inside the directory ``root_fd``.
+
+    Symlinks (the last component's too) are followed inside the root;
+    ``create`` is None, ``"dir"`` or ``"file"``: what to create when the path
+    is missing (parents are always directories).  The caller closes the fd.
+    """
+    stack = [os.dup(root_fd)]
+    try:
+        pending = [c for c in path.split("/") if c and c != "."][::-1]
+        links = 0
+        while pending:
+            name = pending.pop()
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            cur = stack[-1]
+            try:
+                st = os.lstat(name, dir_fd=cur)
+            except FileNotFoundError:
+                if create is None:
+                    raise
+                _create(cur, name, "dir" if pending else create)
+                st = os.lstat(name, dir_fd=cur)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                target = os.readlink(name, dir_fd=cur)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                pending.extend([c for c in target.split("/") if c and c != "."][::-1])
+                continue
+            flags = _O_PATH_DIR if pending else os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+            stack.append(os.open(name, flags, dir_fd=cur))
+        return stack.pop()
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def _create(dir_fd: int, name: str, kind: str) -> None:
+    with contextlib.suppress(FileExistsError):
+        if kind == "dir":
+            os.mkdir(name, 0o755, dir_fd=dir_fd)
+        else:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o755, dir_fd=dir_fd))
+
+
+@contextlib.contextmanager
+def resolved(root_fd: int, path: str, create: str | None = None) -> Iterator[str]:
+    """``/proc/self/fd/N`` naming ``path`` resolved in the root, for mount(2)."""
+    fd = resolve(root_fd, path, create)
+    try:
+        yield fd_path(fd)
+    finally:
+        os.close(fd)
+
+
+# Mounts ------------------------------------------------------------------------------
+
+
+def mount_entry(root_fd: int, bundle: str, m: Mapping[str, Any]) -> None:
+    """Perform one ``mounts[]`` entry of the spec under the root."""
+    dest = str(m["destination"])
+    mtype = str(m.get("type") or "")
+    options = [str(o) for o in m.get("options") or []]
+    flags, prop, data = parse_options(options)
+    source = str(m.get("source") or mtype or "none")
+    if mtype == "bind" or flags & linux.MS_BIND:
+        _bind(root_fd, bundle, dest, source, flags, prop)
+        return
+    if mtype == "cgroup":
+        mount_cgroup(root_fd, dest, flags)
+        return
+    with resolved(root_fd, dest, "dir") as target:
+        linux.mount(source, target, mtype, flags & ~linux.MS_REMOUNT, data or None)
+    if prop:
+        with resolved(root_fd, dest) as target:
+            linux.mount(None, target, None, prop)
+
+
+def _bind(root_fd: int, bundle: str, dest: str, source: str, flags: int, prop: int) -> None:
+    source = os.path.join(bundle, source)  # a relative source is relative to the bundle
+    kind = "dir" if os.path.isdir(source) else "file"
+    with resolved(root_fd, dest, kind) as target:
+        linux.mount(source, target, "bind", flags & (linux.MS_BIND | linux.MS_REC))
+    extra = flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
+    if extra:  # ro/nosuid/nodev/noexec apply only through a remount of the new mount
+        with resolved(root_fd, dest) as target:
+            linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | extra)
+    if prop:
+        with resolved(root_fd, dest) as target:
+            linux.mount(None, target, None, prop)
+
+
+def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
+    """(mountpoint, fstype, super options) of the host's cgroup hierarchies."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, opts = fields[sep + 1], fields[sep + 3]
+            point = fields[4]
+            if fstype in ("cgroup", "cgroup2") and point.startswith("/sys/fs/cgroup"):
+                out.append((point, fstype, opts))
+    return out
+
+
+def mount_cgroup(root_fd: int, dest: str, flags: int) -> None:
+    """``/sys/fs/cgroup`` as runc mounts it with a cgroup namespace.
+
+    On a v2 host: cgroup2 itself.  On a v1 or hybrid host: a tmpfs with one
+    mount per host v1 hierarchy, each mounted afresh inside the container's
+    cgroup namespace, so it shows the container's cgroup as its root.  The
+    tmpfs is read-only too when asked (runc 1.1 leaves it writable).
+    """
+    base = flags & ~(linux.MS_RDONLY | linux.MS_REMOUNT | linux.MS_BIND | linux.MS_REC)
+    hosts = _host_cgroup_mounts()
+    if any(p == "/sys/fs/cgroup" and t == "cgroup2" for p, t, _ in hosts):
+        with resolved(root_fd, dest, "dir") as target:
+            linux.mount("cgroup", target, "cgroup2", base | (flags & linux.MS_RDONLY))
+        return
+    with resolved(root_fd, dest, "dir") as target:
+        linux.mount("tmpfs", target, "tmpfs", base, "mode=755")
+    for point, fstype, opts in hosts:
+        if fstype == "cgroup2":  # hybrid host: like runc, only the v1 hierarchies
+            continue
+        name = os.path.basename(point)
+        data = ",".join(o for o in opts.split(",") if o not in ("rw", "ro"))
+        with resolved(root_fd, dest.rstrip("/") + "/" + name, "dir") as target:
+            source = name if "name=" in data else "cgroup"  # runc's sources
+            linux.mount(source, target, fstype, base | (flags & linux.MS_RDONLY), data or None)
+    _cgroup_symlinks(root_fd, dest)
+    if flags & linux.MS_RDONLY:
+        with resolved(root_fd, dest) as target:
+            linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | base
+                        | linux.MS_RDONLY)
+
+
+def _cgroup_symlinks(root_fd: int, dest: str) -> None:
+    """The host's ``cpu -> cpu,cpuacct`` style links, recreated in the container."""
+    with contextlib.suppress(OSError), os.scandir("/sys/fs/cgroup") as it:
+        links = [(e.name, os.readlink(e.path)) for e in it if e.is_symlink()]
+        fd = resolve(root_fd, dest)
+        try:
+            dir_fd = os.open(fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            os.close(fd)
+        try:
+            for name, target in links:
+                if "/" not in target:
+                    with contextlib.suppress(FileExistsError):
+                        os.symlink(target, name, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+# Devices -------------------------------------------------------------------------------
+
+
+def _dev_dir(root_fd: int) -> int:
+    fd = resolve(root_fd, "/dev", "dir")
+    try:
+        return os.open(fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(fd)
+
+
+def create_devices(root_fd: int, devices: Sequence[Mapping[str, Any]]) -> None:
+    """runc's default devices, the spec's ``linux.devices``, /dev symlinks and ptmx."""
+    dev = _dev_dir(root_fd)
+    old = os.umask(0)
+    try:
+        for name, (major, minor) in DEFAULT_DEVICES.items():
+            _mknod(dev, name, stat.S_IFCHR | 0o666, major, minor, 0, 0)
+        for target, name in DEV_SYMLINKS:
+            if name == "core" and not os.path.exists("/proc/kcore"):
+                continue  # runc links /dev/core only where the kernel has kcore
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, name, dir_fd=dev)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("ptmx", dir_fd=dev)
+        os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+    finally:
+        os.umask(old)
+        os.close(dev)
+    for d in devices:
+        _spec_device(root_fd, d)
+
+
+def _mknod(dev_fd: int, name: str, mode: int, major: int, minor: int,
+           uid: int, gid: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dev_fd)
+    try:
+        os.mknod(name, mode, os.makedev(major, minor), dir_fd=dev_fd)
+    except PermissionError:  # a user namespace: bind the host's node instead
+        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev_fd))
+        with contextlib.suppress(OSError):
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev_fd)
+            try:
+                linux.mount(f"/dev/{name}", fd_path(fd), "bind", linux.MS_BIND)
+            finally:
+                os.close(fd)
+        return
+    os.chown(name, uid, gid, dir_fd=dev_fd, follow_symlinks=False)
+
+
+def _spec_device(root_fd: int, d: Mapping[str, Any]) -> None:
+    kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    path = str(d["path"])
+    parent, _, name = path.rstrip("/").rpartition("/")
+    pfd = resolve(root_fd, parent or "/", "dir")
+    try:
+        dir_fd = os.open(fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(pfd)
+    old = os.umask(0)
+    try:
+        mode = kinds[str(d.get("type", "c"))] | (int(d.get("fileMode", 0o666)) & 0o7777)
+        _mknod(dir_fd, name, mode, int(d.get("major", 0)), int(d.get("minor", 0)),
+               int(d.get("uid", 0)), int(d.get("gid", 0)))
+    finally:
+        os.umask(old)
+        os.close(dir_fd)
+
+
+# pivot_root and what follows it -------------------------------------------------------
+
+
+def pivot(root_fd: int) -> None:
+    """runc's ``pivotRoot``: ``pivot_root(".", ".")``, then detach the old root.
+
+    The old root is made rslave first so the detach cannot propagate to the
+    host's mounts.
+    """
+    old_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchdir(root_fd)
+        linux.pivot_root(".", ".")
+        os.fchdir(old_root)
+        linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
+        linux.umount(".", linux.MNT_DETACH)
+    finally:
+        os.close(old_root)
+    os.chdir("/")
+
+
+def mask_paths(paths: Sequence[str]) -> None:
+    """/dev/null over files, an empty read-only tmpfs over directories."""
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY)
+        else:
+            linux.mount("/dev/null", path, "bind", linux.MS_BIND)
+
+
+def readonly_paths(paths: Sequence[str]) -> None:
+    """Bind each path onto itself and remount it read-only."""
+    for path in paths:
+        try:
+            linux.mount(path, path, "bind", linux.MS_BIND | linux.MS_REC)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        flags = _locked_flags(path)
+        linux.mount(None, path, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+                    | linux.MS_REC | flags)
+
+
+def _locked_flags(path: str) -> int:
+    """nosuid/nodev/noexec of the mount at ``path``: a bind remount must keep them."""
+    st = os.statvfs(path)
+    flags = 0
+    for bit, ms in ((os.ST_NOSUID, linux.MS_NOSUID), (os.ST_NODEV, linux.MS_NODEV),
+                    (os.ST_NOEXEC, linux.MS_NOEXEC)):
+        if st.f_flag & bit:
+            flags |= ms
+    return flags
+
+
+def readonly_root() -> None:
+    linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+                | _locked_flags("/"))
+
+
+def write_sysctls(sysctl: Mapping[str, str]) -> None:
+    for key, value in sysctl.items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(str(value))
+
+
+def set_hostname(name: str | None) -> None:
+    if name:
+        socket.sethostname(name)
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in a new network namespace, as runc's loopback strategy does."""
+    import fcntl
+    import struct
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH22x", b"lo", 0)  # struct ifreq: name + ifr_flags
+        flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), siocgifflags, req))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))

@@ -1,0 +1,364 @@
+"""The per-container shim: keeps a container alive after the CLI exits.
+
+One small process per container (``python -m pyimg.runtime.shim``), in its
+own session, a child subreaper (the container's init is reparented to it
+when the launcher's intermediate process exits), which:
+
+* holds the container's stdio: pipes (or a pty with ``--tty``) whose output
+  goes to ``log.json`` in docker's json-file format and to attached clients;
+* reaps the container and any exec'd process, and records the exit status
+  (code, signal, OOM kill) atomically in ``exit.json``;
+* serves a control socket, ``shim.sock``, one JSON request per connection:
+
+      {"op": "start"}                      → {"ok": true}
+      {"op": "wait"}                       → {"exit_code": 0, "signal": null, "oom": false}
+      {"op": "kill", "signal": 15}         → {"ok": true}
+      {"op": "resize", "rows": R, "cols": C}
+      {"op": "attach", "stdin": true}      → then framed bytes both ways (see below)
+      {"op": "exec", "process": {...}}     + the client's stdio fds (SCM_RIGHTS)
+                                           → {"pid": N}, later {"exit_code": ...}
+
+  Attach frames: one byte stream (0 stdin, 1 stdout, 2 stderr, 3 exit JSON),
+  four bytes big-endian length, the data; an empty stdin frame is EOF.
+
+The shim exits once the container has exited, its output is drained and
+the status is written (and, with ``--rm``, the container removed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pyimg.fsutil import atomic_write
+
+SOCKET = "shim.sock"
+EXIT_FILE = "exit.json"
+LOG_FILE = "log.json"
+PID_FILE = "shim.pid"
+FRAME = struct.Struct(">BI")
+STDIN, STDOUT, STDERR, EXIT = 0, 1, 2, 3
+
+
+@contextlib.contextmanager
+def socket_path(directory: Path) -> Iterator[str]:
+    """A short path to ``directory/shim.sock`` for bind/connect.
+
+    A unix socket path is limited to 107 bytes and state directories can be
+    deeper (container ids alone are 64 characters); going through an open
+    directory fd (``/proc/self/fd/N/shim.sock``) keeps the path short without
+    an abstract socket, which any process in the network namespace could reach.
+    """
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{SOCKET}"
+    finally:
+        os.close(fd)
+
+
+def send_frame(sock: socket.socket, stream: int, data: bytes) -> None:
+    sock.sendall(FRAME.pack(stream, len(data)) + data)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def recv_frame(sock: socket.socket) -> tuple[int, bytes]:
+    stream, length = FRAME.unpack(recv_exact(sock, FRAME.size))
+    return stream, recv_exact(sock, length) if length else b""
+
+
+class Shim:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dir = Path(args.state_dir)
+        self.exit: dict[str, Any] | None = None
+        self.exited = threading.Condition()
+        self.started = threading.Event()
+        self.clients: list[socket.socket] = []
+        self.clients_lock = threading.Lock()
+        self.exec_waiters: dict[int, socket.socket] = {}
+        self.pid = 0
+        self.master: int | None = None
+        self.stdin_w: int | None = None
+
+    # -- setup ---------------------------------------------------------------
+    def stdio(self) -> tuple[int, int, int, list[tuple[int, int]]]:
+        """The container's (stdin, stdout, stderr) and our ends to pump (fd, stream)."""
+        if self.args.tty:
+            master, slave = os.openpty()
+            self.master = master
+            return slave, slave, slave, [(master, STDOUT)]
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        if self.args.stdin:
+            in_r, in_w = os.pipe()
+            self.stdin_w = in_w
+        else:
+            in_r = os.open(os.devnull, os.O_RDONLY)
+        return in_r, out_w, err_w, [(out_r, STDOUT), (err_r, STDERR)]
+
+    def broadcast(self, stream: int, data: bytes) -> None:
+        with self.clients_lock:
+            for c in list(self.clients):
+                try:
+                    send_frame(c, stream, data)
+                except OSError:
+                    self.clients.remove(c)
+
+    def pump(self, fd: int, stream: int, log: Callable[[str, bytes], None]) -> None:
+        name = "stdout" if stream == STDOUT else "stderr"
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO on a pty once the last slave holder exits
+                break
+            if not data:
+                break
+            log(name, data)
+            self.broadcast(stream, data)
+        os.close(fd)
+
+    # -- control socket --------------------------------------------------------
+    def serve(self, server: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            msg, fds = _recv_request(conn)
+            op = msg.get("op")
+            if op == "start":
+                self.started.set()
+                _reply(conn, {"ok": True})
+            elif op == "wait":
+                _reply(conn, self.wait())
+            elif op == "kill":
+                self.kill(int(msg.get("signal", signal.SIGTERM)), bool(msg.get("all")))
+                _reply(conn, {"ok": True})
+            elif op == "resize":
+                self.resize(int(msg["rows"]), int(msg["cols"]))
+                _reply(conn, {"ok": True})
+            elif op == "attach":
+                self.attach(conn, bool(msg.get("stdin")))
+                return  # attach owns the connection
+            elif op == "exec":
+                self.exec(conn, msg["process"], fds)
+                return
+            else:
+                _reply(conn, {"error": f"unknown op {op!r}"})
+        except (OSError, EOFError, ValueError, KeyError) as exc:
+            with contextlib.suppress(OSError):
+                _reply(conn, {"error": str(exc)})
+        conn.close()
+
+    def wait(self) -> dict[str, Any]:
+        with self.exited:
+            while self.exit is None:
+                self.exited.wait()
+            return self.exit
+
+    def kill(self, sig: int, all_processes: bool = False) -> None:
+        if self.pid and self.exit is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.master is not None:
+            import fcntl
+            import termios
+
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def attach(self, conn: socket.socket, stdin: bool) -> None:
+        _reply(conn, {"ok": True})
+        with self.clients_lock:
+            self.clients.append(conn)
+        target = self.master if self.master is not None else self.stdin_w
+        if not stdin or target is None:
+            return
+        try:
+            while True:
+                stream, data = recv_frame(conn)
+                if stream != STDIN:
+                    continue
+                if not data:
+                    if target is self.stdin_w and self.stdin_w is not None:
+                        os.close(self.stdin_w)
+                        self.stdin_w = None
+                    return
+                os.write(target, data)
+        except (EOFError, OSError):
+            return
+
+    def exec(self, conn: socket.socket, process: dict[str, Any], fds: list[int]) -> None:
+        from pyimg.runtime import launcher
+
+        stdio = tuple(fds[:3]) if len(fds) >= 3 else (0, 1, 2)
+        try:
+            from pyimg.runtime.cgroup_hooks import add_hook
+
+            pid = launcher.exec_in(self.args.id, Path(self.args.runtime_root), process,
+                                   stdio=stdio,  # type: ignore[arg-type]
+                                   cgroup_hook=add_hook(self.dir / CGROUP_STATE))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.exec_waiters[pid] = conn
+        _reply(conn, {"pid": pid})
+
+    # -- lifecycle -------------------------------------------------------------
+    def run(self) -> int:
+        from pyimg import linux
+        from pyimg.runtime import launcher
+        from pyimg.runtime.logs import LogWriter
+
+        linux.set_child_subreaper()
+        stdin, stdout, stderr, ours = self.stdio()
+        log = LogWriter(self.dir / LOG_FILE)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.dir / SOCKET)
+        with socket_path(self.dir) as path:
+            server.bind(path)
+        server.listen(16)
+        pumps = [threading.Thread(target=self.pump, args=(fd, stream, log.write), daemon=True)
+                 for fd, stream in ours]
+        try:
+            state = launcher.create(self.args.id, Path(self.args.bundle),
+                                    Path(self.args.runtime_root),
+                                    stdio=(stdin, stdout, stderr),
+                                    cgroup_hook=_cgroup_hook(self.args))
+        except Exception as exc:  # reported through exit.json; the CLI shows it
+            self.finish({"exit_code": 125, "signal": None, "oom": False, "error": str(exc)})
+            return 1
+        finally:
+            for fd in {stdin, stdout, stderr}:
+                os.close(fd)
+        self.pid = state.pid
+        atomic_write(self.dir / PID_FILE, str(os.getpid()).encode())
+        for t in pumps:
+            t.start()
+        threading.Thread(target=self.serve, args=(server,), daemon=True).start()
+        self.started.wait()
+        launcher.start(self.args.id, Path(self.args.runtime_root))
+        status = self.reap()
+        for t in pumps:
+            t.join(timeout=5)
+        self.finish(status)
+        _linger(self)
+        server.close()
+        log.close()
+        return 0
+
+    def reap(self) -> dict[str, Any]:
+        while True:
+            try:
+                pid, raw = os.waitpid(-1, 0)
+            except ChildProcessError:
+                time.sleep(0.05)
+                continue
+            code = os.waitstatus_to_exitcode(raw)
+            if pid == self.pid:
+                sig = -code if code < 0 else None
+                return {"exit_code": 128 + sig if sig else code, "signal": sig,
+                        "oom": _oom_killed(self.args), "finished": time.time()}
+            conn = self.exec_waiters.pop(pid, None)
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    _reply(conn, {"exit_code": 128 - code if code < 0 else code})
+                    conn.close()
+
+    def finish(self, status: dict[str, Any]) -> None:
+        atomic_write(self.dir / EXIT_FILE, json.dumps(status).encode())
+        with self.exited:
+            self.exit = status
+            self.exited.notify_all()
+        self.broadcast(EXIT, json.dumps(status).encode())
+
+
+def _linger(shim: Shim, seconds: float = 2.0) -> None:
+    """Give attached clients a moment to read the exit frame before we go."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with shim.clients_lock:
+            if not shim.clients:
+                return
+        time.sleep(0.05)
+
+
+CGROUP_STATE = "cgroup-state.json"
+
+
+def _cgroup_hook(args: argparse.Namespace) -> Callable[[int], None] | None:
+    if not args.cgroup_spec:
+        return None
+    from pyimg.runtime.cgroup_hooks import join_hook
+
+    spec = json.loads(Path(args.cgroup_spec).read_text())
+    if not spec.get("cgroupsPath"):
+        return None
+    return join_hook(spec["cgroupsPath"], spec.get("resources"),
+                     Path(args.state_dir) / CGROUP_STATE)
+
+
+def _oom_killed(args: argparse.Namespace) -> bool:
+    from pyimg.runtime.cgroup_hooks import oom_killed
+
+    return oom_killed(Path(args.state_dir) / CGROUP_STATE)
+
+
+def _reply(conn: socket.socket, obj: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(obj).encode() + b"\n")
+
+
+def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    fds = array.array("i")
+    msg, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(16 * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    line = msg.split(b"\n", 1)[0]
+    obj: dict[str, Any] = json.loads(line)
+    return obj, list(fds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pyimg-shim")
+    p.add_argument("--id", required=True)
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--runtime-root", required=True)
+    p.add_argument("--cgroup-spec", default="")
+    p.add_argument("--tty", action="store_true")
+    p.add_argument("--stdin", action="store_true")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the CLI's Ctrl-C is not ours
+    return Shim(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The launcher ↔ init handshake: typed JSON lines over an inherited socketpair.
+
+runc's ``libcontainer/sync.go`` is the model.  The launcher never forks: it
+starts ``python -m pyimg.runtime.init --sync-fd N`` as a fresh, single-threaded
+process (stage 1), which may fork safely.  Stage 2 inherits the same socket.
+Every message is one JSON object on one line with a ``type``.
+
+::
+
+    launcher (create/exec_in)           stage 1 (fresh python)        stage 2 (pid 1 / exec'd)
+    ───────────────────────────         ───────────────────────       ────────────────────────
+    Popen(init, pass_fds=sync) ──────►  PR_SET_DUMPABLE 0
+    config{spec,rootfs,fifo,..} ─────►  setns(joined namespaces)
+                                        [user ns requested]
+                     ◄───────────────── userns                  (unshare(CLONE_NEWUSER) done)
+    write uid_map/gid_map
+    continue ───────────────────────►   unshare(mnt,uts,ipc,net,pid)
+                                        os.fork() ─────────────────►  (pid 1 in the new pid ns)
+                     ◄───────────────── pid{pid}  (host pid of stage 2), exit 0
+    wait(stage 1)
+    cgroup_hook(pid), pid file
+    continue ──────────────────────────────────────────────────────►  unshare(cgroup) (now the
+                                                                      cgroup is the ns root)
+                                                                      rootfs: mounts, devices,
+                                                                      pivot_root, masks, hostname
+                     ◄─────────────────────────────────────────────── ready
+    create() returns: "created"                                       open(exec.fifo, O_WRONLY)
+                                                                      ...blocks...
+    start(): open(exec.fifo, O_RDONLY),                               write "0", close
+             read, unlink ("running")                                 rlimits, user, caps, nnp,
+                                                                      close fds, chdir, seccomp
+                     ◄─────────────────────────────────────────────── EOF (CLOEXEC: exec worked)
+                                                                   or error{stage,errno,message}
+
+Any step may instead answer ``error{stage, errno, message, exit_code}``; the
+launcher raises it as :class:`~pyimg.errors.LaunchError`.  EOF where a
+message was expected means the peer died (stage 2 exits when the launcher
+goes away before ``continue``).  ``exec_in`` follows the same path without
+rootfs setup and the exec fifo: ``ready`` is skipped and the process execs
+right after ``continue``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pyimg.errors import LaunchError
+
+if TYPE_CHECKING:
+    import subprocess
+
+Stdio = tuple[int, int, int]
+
+MAX_LINE = 4 * 1024 * 1024  # a spec is a few KiB; refuse anything absurd
+
+CONFIG = "config"
+USERNS = "userns"
+CONTINUE = "continue"
+PID = "pid"
+READY = "ready"
+ERROR = "error"
+
+
+class ProtocolError(Exception):
+    """The peer closed the socket or sent something not in the protocol."""
+
+
+class Channel:
+    """One end of the sync socket: :meth:`send` and :meth:`recv` typed messages."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = b""
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Channel:
+        return cls(socket.socket(fileno=fd))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, kind: str, **fields: Any) -> None:
+        self.sock.sendall(json.dumps({"type": kind, **fields}).encode() + b"\n")
+
+    def recv(self) -> dict[str, Any]:
+        """The next message; raises :class:`ProtocolError` on EOF or garbage."""
+        msg = self.recv_or_eof()
+        if msg is None:
+            raise ProtocolError("sync socket closed by the peer")
+        return msg
+
+    def recv_or_eof(self) -> dict[str, Any] | None:
+        while b"\n" not in self._buf:
+            if len(self._buf) > MAX_LINE:
+                raise ProtocolError("sync message too long")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                if self._buf:
+                    raise ProtocolError("sync socket closed mid-message")
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        try:
+            msg = json.loads(line)
+        except ValueError as exc:
+            raise ProtocolError(f"malformed sync message: {exc}") from exc
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            raise ProtocolError("malformed sync message: no type")
+        return msg
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        """The next message, which must be ``kind``; an ``error`` is returned as is."""
+        msg = self.recv()
+        if msg["type"] not in (kind, ERROR):
+            raise ProtocolError(f"expected {kind!r} sync message, got {msg['type']!r}")
+        return msg
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def socketpair() -> tuple[Channel, socket.socket]:
+    """(launcher channel, child socket): the child end is to be inherited."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    os.set_inheritable(child.fileno(), True)
+    return Channel(parent), child
+
+
+# The launcher's side --------------------------------------------------------------
+
+
+def spawn(stdio: Stdio) -> tuple[subprocess.Popen[bytes], Channel]:
+    """Start a fresh init (stage 1) on ``stdio`` with the sync socket inherited.
+
+    Only ``PYTHON*`` and ``PATH`` reach it from our environment; the
+    container's environment comes from the spec.
+    """
+    import subprocess  # launcher side only: init never pays for the import
+
+    ch, child = socketpair()
+    env = {k: v for k, v in os.environ.items() if k.startswith("PYTHON") or k == "PATH"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyimg.runtime.init", "--sync-fd", str(child.fileno())],
+            pass_fds=(child.fileno(),), stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
+            env=env, cwd="/")
+    except BaseException:
+        ch.close()
+        raise
+    finally:
+        child.close()
+    return proc, ch
+
+
+def error(msg: Mapping[str, Any]) -> LaunchError:
+    return LaunchError(str(msg.get("message") or "container init failed"),
+                       stage=str(msg.get("stage") or "init"), errno=msg.get("errno"),
+                       exit_code=int(msg.get("exit_code") or 125))
+
+
+def recv(ch: Channel, kind: str) -> dict[str, Any]:
+    try:
+        msg = ch.expect(kind)
+    except ProtocolError as exc:
+        raise LaunchError(f"container init: {exc}", stage="sync") from exc
+    if msg["type"] == ERROR:
+        raise error(msg)
+    return msg
+
+
+def _write_id_maps(pid: int, lx: Mapping[str, Any]) -> None:
+    """uid_map/gid_map of a new user namespace, from the spec's mappings."""
+    def fmt(maps: Sequence[Mapping[str, int]]) -> bytes:
+        return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps).encode()
+
+    for name in ("uid", "gid"):
+        with open(f"/proc/{pid}/{name}_map", "wb") as f:
+            f.write(fmt(lx.get(f"{name}Mappings") or []))
+
+
+def handshake(proc: subprocess.Popen[bytes], ch: Channel, cfg: dict[str, Any]) -> int:
+    """Send the config, serve the user-namespace request, return stage 2's pid."""
+    ch.send(CONFIG, **cfg)
+    while True:
+        try:
+            msg = ch.recv()
+        except ProtocolError as exc:
+            raise LaunchError(f"container init: {exc}", stage="sync") from exc
+        if msg["type"] == USERNS:
+            _write_id_maps(proc.pid, cfg["spec"].get("linux", {}))
+            ch.send(CONTINUE)
+        elif msg["type"] == PID:
+            proc.wait()
+            return int(msg["pid"])
+        elif msg["type"] == ERROR:
+            raise error(msg)
+        else:
+            raise LaunchError(f"container init: unexpected {msg['type']!r}", stage="sync")

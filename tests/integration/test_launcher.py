@@ -1,0 +1,284 @@
+"""pyimg's launcher on the real kernel, compared with runc on the same bundle (root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyimg import linux
+from pyimg.errors import AlreadyExists, LaunchError, StateTransitionError
+from pyimg.runtime import RunOptions, launcher, write_bundle
+from tests.integration.test_bundle_runc import _image_config, _umoci_bundle
+from tests.need import need_root, need_tool
+
+PROBE = ('echo $$; hostname; cat /proc/self/status | grep -E "NoNewPrivs|CapEff"; '
+         "mount | wc -l; ls -l /proc/kcore 2>&1; cat /proc/kcore 2>/dev/null | head -c1 | wc -c; "
+         "ls -l /proc/timer_list /proc/keys; cat /proc/timer_list /proc/keys | wc -c; exit 5")
+
+
+@pytest.fixture(autouse=True)
+def _needs() -> None:
+    need_root()
+    need_tool("runc")
+    need_tool("umoci")
+
+
+@pytest.fixture(scope="module")
+def busybox(fixture_layouts: dict[str, Path]) -> Path:
+    return fixture_layouts["busybox"]
+
+
+@pytest.fixture(scope="module")
+def rootfs_cache(busybox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bundle = tmp_path_factory.mktemp("busybox") / "bundle"
+    _umoci_bundle(busybox, bundle)
+    return bundle
+
+
+@pytest.fixture
+def env(tmp_path: Path, busybox: Path, rootfs_cache: Path) -> Iterator[Env]:
+    e = Env(tmp_path, busybox, rootfs_cache)
+    mounts_before = _mount_count()
+    try:
+        yield e
+    finally:
+        e.cleanup()
+        assert _mount_count() == mounts_before, "a mount leaked onto the host"
+
+
+def _mount_count() -> int:
+    return len(Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+class Env:
+    """A private state root, bundles from the busybox fixture, stdout captured to files."""
+
+    def __init__(self, tmp: Path, layout: Path, cache: Path) -> None:
+        self.tmp, self.layout, self.cache = tmp, layout, cache
+        self.root = tmp / "state"
+        self.runc_root = tmp / "runc-state"
+        self.runc_ids: list[str] = []
+
+    def bundle(self, *args: str, name: str = "bundle", **opts: Any) -> Path:
+        bundle = self.tmp / name
+        shutil.copytree(self.cache, bundle, symlinks=True)
+        write_bundle(bundle, _image_config(self.layout), None,
+                     RunOptions(args=args, hostname="pyimg-box", **opts))
+        return bundle
+
+    def edit(self, bundle: Path, **process: Any) -> None:
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["process"].update(process)
+        (bundle / "config.json").write_text(json.dumps(spec))
+
+    def stdio(self, name: str) -> tuple[int, int, int]:
+        out = os.open(self.tmp / f"{name}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        err = os.open(self.tmp / f"{name}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        return null, out, err
+
+    def output(self, name: str) -> str:
+        return (self.tmp / f"{name}.out").read_text()
+
+    def run(self, bundle: Path, name: str = "c") -> int:
+        stdio = self.stdio(name)
+        try:
+            return launcher.run(f"{name}-{uuid.uuid4().hex[:8]}", bundle, self.root,
+                                stdio=stdio)
+        finally:
+            for fd in stdio:
+                os.close(fd)
+
+    def create(self, bundle: Path, cid: str) -> None:
+        stdio = self.stdio(cid)
+        try:
+            launcher.create(cid, bundle, self.root, stdio=stdio)
+        finally:
+            for fd in stdio:
+                os.close(fd)
+
+    def runc(self, bundle: Path) -> subprocess.CompletedProcess[str]:
+        cid = f"pyimg-test-{uuid.uuid4().hex[:12]}"
+        self.runc_ids.append(cid)
+        return subprocess.run(["runc", "--root", str(self.runc_root), "run", "--bundle",
+                               str(bundle), cid], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def status(self, cid: str) -> str:
+        return str(launcher.state(cid, self.root)["status"])
+
+    def wait_status(self, cid: str, want: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.status(cid) != want:
+            assert time.monotonic() < deadline, f"{cid} still {self.status(cid)}"
+            time.sleep(0.02)
+
+    def cleanup(self) -> None:
+        for c in launcher.list_containers(self.root):
+            launcher.delete(c["id"], self.root, force=True)
+        for cid in self.runc_ids:
+            subprocess.run(["runc", "--root", str(self.runc_root), "delete", "-f", cid],
+                           capture_output=True, check=False, timeout=60)
+
+
+def test_probe_matches_runc(env: Env) -> None:
+    bundle = env.bundle("sh", "-c", PROBE)
+    assert env.run(bundle, "probe") == 5
+    ours = env.output("probe").splitlines()
+    theirs = env.runc(bundle)
+    assert theirs.returncode == 5, theirs.stderr
+    runc_lines = theirs.stdout.splitlines()
+    assert ours[:2] == ["1", "pyimg-box"]
+    assert "NoNewPrivs:\t1" in ours
+    cap = [line for line in ours if line.startswith("CapEff")]
+    assert cap == [line for line in runc_lines if line.startswith("CapEff")]
+    assert cap == ["CapEff:\t00000000a80425fb"]
+    assert ours[4] == runc_lines[4], "mount count differs from runc's"
+    kcore = ours[5]  # this kernel may lack /proc/kcore; if present it must be /dev/null
+    assert "No such file" in kcore or kcore.startswith("crw-rw-rw-"), kcore
+    assert ours[6] == "0"
+    masked = [line for line in ours if line.endswith(("/proc/timer_list", "/proc/keys"))]
+    assert len(masked) == 2 and all(m.startswith("crw-rw-rw-") for m in masked), ours
+    assert ours[-1] == "0"  # both masked files read as empty
+    assert ours == runc_lines
+
+
+def test_create_start_states(env: Env) -> None:
+    bundle = env.bundle("sh", "-c", "echo ran; sleep 0.5")
+    env.create(bundle, "split")
+    st = launcher.state("split", env.root)
+    assert st["status"] == "created" and st["pid"] > 0
+    assert st["ociVersion"] and st["bundle"] == str(bundle.resolve())
+    assert st["annotations"]["org.opencontainers.image.architecture"]
+    time.sleep(0.2)
+    assert env.output("split") == ""  # the command has not run
+    with pytest.raises(AlreadyExists):
+        env.create(bundle, "split")
+    launcher.start("split", env.root)
+    assert env.status("split") == "running"
+    with pytest.raises(StateTransitionError):
+        launcher.start("split", env.root)
+    with pytest.raises(StateTransitionError):
+        launcher.delete("split", env.root)
+    env.wait_status("split", "stopped")
+    assert env.output("split") == "ran\n"
+    assert [c["id"] for c in launcher.list_containers(env.root)] == ["split"]
+    launcher.delete("split", env.root)
+    assert not (env.root / "split").exists()
+    assert launcher.list_containers(env.root) == []
+
+
+def test_kill(env: Env) -> None:
+    # pid 1 of a pid namespace gets only the signals it handles (or SIGKILL):
+    # SIGTERM ends a shell that traps it; a bare `sleep` needs SIGKILL, as under runc.
+    env.create(env.bundle("sh", "-c", "trap 'exit 143' TERM; sleep 100 & wait",
+                          name="b1"), "term")
+    env.create(env.bundle("sleep", "100", name="b2"), "sleep")
+    for cid in ("term", "sleep"):
+        launcher.start(cid, env.root)
+    time.sleep(0.2)  # let the shell install its trap
+    launcher.kill("term", env.root, signal.SIGTERM)
+    env.wait_status("term", "stopped")
+    launcher.kill("sleep", env.root, signal.SIGTERM)
+    time.sleep(0.3)
+    assert env.status("sleep") == "running"
+    launcher.kill("sleep", env.root, signal.SIGKILL)
+    env.wait_status("sleep", "stopped")
+    with pytest.raises(StateTransitionError):
+        launcher.kill("sleep", env.root, signal.SIGKILL)
+
+
+def test_delete_force(env: Env) -> None:
+    env.create(env.bundle("sleep", "100"), "forced")
+    pid = launcher.state("forced", env.root)["pid"]
+    launcher.delete("forced", env.root, force=True)  # even before start
+    assert not (env.root / "forced").exists()
+    assert not Path(f"/proc/{pid}").exists() or \
+        Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_no_fd_leak_and_cwd_inside(env: Env) -> None:
+    leak = os.open("/", os.O_RDONLY)  # an inheritable fd of the launcher
+    os.set_inheritable(leak, True)
+    try:
+        bundle = env.bundle("sh", "-c", "ls /proc/self/fd; pwd -P")
+        env.edit(bundle, cwd="/../../")
+        assert env.run(bundle, "fds") == 0
+    finally:
+        os.close(leak)
+    assert env.output("fds").split() == ["0", "1", "2", "3", "/"]
+
+
+def test_cwd_symlink_resolves_in_rootfs(env: Env, tmp_path: Path) -> None:
+    bundle = env.bundle("sh", "-c", "pwd -P; ls")
+    os.symlink("/../../../../../../tmp/outside", bundle / "rootfs" / "escape")
+    env.edit(bundle, cwd="/escape")
+    assert env.run(bundle, "cwd") == 0
+    assert env.output("cwd").split() == ["/tmp/outside"]
+    assert (bundle / "rootfs" / "tmp" / "outside").is_dir()
+    assert not Path("/tmp/outside").exists()
+
+
+def test_missing_command_is_127_not_executable_126(env: Env) -> None:
+    with pytest.raises(LaunchError) as info:
+        env.run(env.bundle("no-such-command"), "nf")
+    assert info.value.exit_code == 127 and info.value.stage == "exec"
+    assert "no-such-command" in info.value.message
+    with pytest.raises(LaunchError) as info:
+        env.run(env.bundle("/etc/passwd", name="b2"), "nx")
+    assert info.value.exit_code == 126
+    assert launcher.list_containers(env.root) == []
+
+
+def test_setup_error_is_launch_error(env: Env) -> None:
+    bundle = env.bundle("true")
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["mounts"].append({"destination": "/data", "type": "bind",
+                           "source": str(env.tmp / "missing"), "options": ["rbind"]})
+    (bundle / "config.json").write_text(json.dumps(spec))
+    with pytest.raises(LaunchError) as info:
+        env.run(bundle, "bad")
+    assert info.value.exit_code == 125 and info.value.stage == "mount /data"
+    assert launcher.list_containers(env.root) == []
+
+
+def test_exec_in_joins_the_container(env: Env) -> None:
+    env.create(env.bundle("sleep", "100"), "target")
+    launcher.start("target", env.root)
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY)
+    was = linux.is_child_subreaper()
+    linux.set_child_subreaper(True)
+    try:
+        process = {"args": ["sh", "-c", "hostname; cat /proc/1/comm; ls /proc/self/fd"],
+                   "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                   "noNewPrivileges": True}
+        pid = launcher.exec_in("target", env.root, process, stdio=(null, w, w))
+        os.close(w)
+        with os.fdopen(r) as f:
+            out = f.read().split()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        linux.set_child_subreaper(was)
+        os.close(null)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert out == ["pyimg-box", "sleep", "0", "1", "2", "3"]
+
+
+def test_readonly_rootfs_and_user(env: Env) -> None:
+    bundle = env.bundle("sh", "-c", "touch /x 2>/dev/null || echo ro; id -u; "
+                        "grep CapEff /proc/self/status", readonly_rootfs=True, user="nobody")
+    assert env.run(bundle, "ro") == 0
+    assert env.output("ro").splitlines() == ["ro", "65534", "CapEff:\t0000000000000000"]
+    theirs = env.runc(bundle)
+    assert theirs.stdout == env.output("ro")

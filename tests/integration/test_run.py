@@ -1,0 +1,88 @@
+"""`pyimg run` and friends on the real kernel: namespaces, cgroups, shim, logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.registry.server import Registry
+from tests.cli import Pyimg
+from tests.need import need_root
+
+
+@pytest.fixture
+def p(tmp_path: Path, registry: Registry) -> Iterator[Pyimg]:
+    need_root()
+    pyimg = Pyimg(tmp_path, env={"PYIMG_STATE": str(tmp_path / "state")})
+    pyimg.image = f"{registry.host}/pyimg/busybox"  # type: ignore[attr-defined]
+    pyimg.run("pull", "-q", pyimg.image)  # type: ignore[attr-defined]
+    yield pyimg
+    for cid in pyimg.run("ps", "-a", "-q", check=False).stdout.split():
+        pyimg.run("rm", "-f", cid, check=False)
+    with open("/proc/self/mountinfo") as f:
+        assert [ln for ln in f if str(tmp_path) in ln] == []
+
+
+def img(p: Pyimg) -> str:
+    return p.image  # type: ignore[attr-defined,no-any-return]
+
+
+def test_foreground_output_and_exit_code(p: Pyimg) -> None:
+    proc = p.run("run", "--rm", img(p), "sh", "-c", "echo hello; echo err >&2; exit 3",
+                 check=False)
+    assert proc.returncode == 3
+    assert proc.stdout == "hello\n" and proc.stderr == "err\n"
+
+
+def test_isolation_inside(p: Pyimg) -> None:
+    script = ("echo pid=$$; hostname; grep -E 'NoNewPrivs|Seccomp:' /proc/self/status;"
+              " ls /proc | grep -c '^[0-9]'; cat /proc/kcore | wc -c")
+    proc = p.run("run", "--rm", "--hostname", "box1", img(p), "sh", "-c", script)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "pid=1"
+    assert lines[1] == "box1"
+    assert "NoNewPrivs:\t1" in proc.stdout
+    assert lines[-1].strip() == "0"  # /proc/kcore masked
+
+
+def test_missing_command_is_127(p: Pyimg) -> None:
+    assert p.run("run", "--rm", img(p), "/nope", check=False).returncode == 127
+
+
+def test_detached_logs_stop_rm(p: Pyimg) -> None:
+    cid = p.run("run", "-d", img(p), "sh", "-c",
+                "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done"
+                ).stdout.strip()
+    assert len(cid) == 64
+    time.sleep(0.5)
+    ps = json.loads(p.run("ps", "--format", "json").stdout)
+    assert [c["status"] for c in ps if c["id"] == cid] == ["running"]
+    p.run("stop", "-t", "5", cid)
+    assert p.run("wait", cid).stdout.strip() == "0"
+    assert p.run("logs", cid).stdout == "started\nbye\n"
+    assert "Exited (0)" in p.run("ps", "-a").stdout
+    p.run("rm", cid)
+    assert p.run("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_memory_limit_oom_kill_is_reported(p: Pyimg) -> None:
+    cid = p.run("run", "-d", "--memory", "16m", img(p), "sh", "-c",
+                "x=a; while true; do x=$x$x$x$x; done").stdout.strip()
+    code = p.run("wait", cid).stdout.strip()
+    assert code == "137"
+    assert "OOMKilled" in p.run("ps", "-a").stdout
+
+
+def test_exec_sees_container_namespaces(p: Pyimg) -> None:
+    cid = p.run("run", "-d", img(p), "sleep", "30").stdout.strip()
+    time.sleep(0.3)
+    out = p.run("exec", cid, "sh", "-c", "cat /proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'"
+                ).stdout.splitlines()
+    assert out[0].replace("\0", " ").strip() == "sleep 30"  # pid 1 of its pid namespace
+    assert int(out[1]) <= 4  # sleep, sh, ls, grep: nothing of the host
+    p.run("rm", "-f", cid)
+    assert p.run("ps", "-a", "-q").stdout.strip() == ""
