@@ -7,8 +7,8 @@ except :meth:`Settings.from_env`, which the CLI uses to build defaults.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,8 @@ from pyimg.metadata import ImageRecord, MetaStore
 from pyimg.oci import Descriptor
 from pyimg.pull import ProgressFn, PullOptions, PullResult
 from pyimg.pull import pull as _pull
-from pyimg.remote.credentials import Credential, DockerConfig, default_config_path
-from pyimg.remote.transport import RetryPolicy
+from pyimg.remote.credentials import Credential, DockerConfig
+from pyimg.settings import Settings
 from pyimg.sources import ImageSource
 
 if TYPE_CHECKING:
@@ -31,40 +31,6 @@ if TYPE_CHECKING:
     from pyimg.unpack.pool import ApplyPool
 
 Note = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Settings:
-    root: Path
-    config_dir: Path | None = None
-    docker_config: Path | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    state: Path = Path("/run/pyimg")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, root: str | None = None,
-                 config: str | None = None, state: str | None = None) -> Settings:
-        env = os.environ if env is None else env
-        is_root = os.geteuid() == 0
-        home = Path(env.get("HOME", str(Path.home())))
-        default_root = Path("/var/lib/pyimg") if is_root else Path(
-            env.get("XDG_DATA_HOME", str(home / ".local/share"))) / "pyimg"
-        default_config = Path("/etc/pyimg") if is_root else Path(
-            env.get("XDG_CONFIG_HOME", str(home / ".config"))) / "pyimg"
-        default_state = Path("/run/pyimg") if is_root else Path(
-            env.get("XDG_RUNTIME_DIR", f"/tmp/pyimg-{os.getuid()}")) / "pyimg"
-        retry = RetryPolicy()
-        if "PYIMG_RETRY_BASE" in env:  # tests make backoff fast without changing semantics
-            retry = RetryPolicy(base=float(env["PYIMG_RETRY_BASE"]), cap=float(
-                env["PYIMG_RETRY_BASE"]) * 4, max_retry_after=float(env.get(
-                    "PYIMG_MAX_RETRY_AFTER", "60")))
-        return cls(
-            root=Path(root or env.get("PYIMG_ROOT") or default_root),
-            config_dir=Path(config or env.get("PYIMG_CONFIG") or default_config),
-            docker_config=default_config_path(env),
-            retry=retry,
-            state=Path(state or env.get("PYIMG_STATE") or default_state),
-        )
 
 
 class Store:

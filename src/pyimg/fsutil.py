@@ -19,8 +19,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (file mode ``mode``)."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (file mode ``mode``).
+
+    ``durable=False`` skips the fsyncs, for state that a reboot discards
+    anyway (runtime state under /run, like runc's state.json): the rename
+    still makes the replacement atomic for readers.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode)
@@ -30,7 +35,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -38,5 +44,6 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):  # some filesystems refuse to fsync a directory
-        fsync_dir(path.parent)
+    if durable:
+        with contextlib.suppress(OSError):  # some filesystems refuse to fsync a directory
+            fsync_dir(path.parent)

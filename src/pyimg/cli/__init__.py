@@ -25,7 +25,7 @@ class Context:
     state: str | None = None
 
     def settings(self):  # type: ignore[no-untyped-def]
-        from pyimg.api import Settings
+        from pyimg.settings import Settings
 
         return Settings.from_env(root=self.root, config=self.config, state=self.state)
 

@@ -93,8 +93,10 @@ def state_dir(state_root: Path, cid: str) -> Path:
 
 
 def save(state_root: Path, st: ContainerState) -> None:
+    # Runtime state lives under /run and dies with a reboot, as runc's does:
+    # atomic for readers, not fsync'd.
     atomic_write(state_dir(state_root, st.id) / STATE_FILE,
-                 json.dumps(asdict(st), indent=1).encode(), 0o600)
+                 json.dumps(asdict(st), indent=1).encode(), 0o600, durable=False)
 
 
 def load(state_root: Path, cid: str) -> ContainerState:
