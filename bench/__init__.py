@@ -8,7 +8,9 @@ wall time via ``perf_counter``, rusage via ``os.wait4``).
 
 Suites: ``pull`` (pyimg pull vs skopeo copy docker:// -> oci:), ``unpack``
 (pyimg unpack vs umoci unpack), ``pullunpack`` (pyimg pull vs a private
-containerd's ``ctr image pull``) and ``floor`` (pyimg unpack vs zcat | tar).
+containerd's ``ctr image pull``), ``floor`` (pyimg unpack vs zcat | tar) and
+``runtime`` (``pyimg runtime run`` vs runc/crun on one bundle, ``pyimg run
+--rm`` vs a private containerd's ``ctr run --rm``).
 Add a suite by writing ``bench/<name>.py`` and listing it in :data:`SUITES`
 as ``"module"`` (its ``run``) or ``"module:function"``.
 """
@@ -20,6 +22,7 @@ SUITES = {
     "unpack": "bench.unpack:run_unpack",
     "pullunpack": "bench.unpack:run_pullunpack",
     "floor": "bench.unpack:run_floor",
+    "runtime": "bench.runtime",
 }
 
 __all__ = ["SUITES", "BenchError", "Case", "CaseResult", "Measurement", "interleave", "measure"]

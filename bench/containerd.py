@@ -1,4 +1,4 @@
-"""A private, throw-away containerd for the ``pullunpack`` suite.
+"""A private, throw-away containerd for the ``pullunpack`` and ``runtime`` suites.
 
 ``Containerd(base)`` is a context manager that starts ``containerd`` as a
 child process with everything under ``base``: its own ``--root``, ``--state``,
@@ -234,6 +234,15 @@ class Containerd:
         self._used.append(namespace)
         return self.ctr_argv(namespace, "image", "pull", "--plain-http",
                              "--snapshotter", SNAPSHOTTER, ref)
+
+    def run_argv(self, namespace: str, ref: str, container_id: str, *cmd: str) -> list[str]:
+        """``ctr run --rm`` of a pulled image (the runtime suite's timed B command).
+
+        containerd starts ``containerd-shim-runc-v2`` (runc underneath) for the
+        task; ``--rm`` deletes the container and its active snapshot on exit.
+        """
+        return self.ctr_argv(namespace, "run", "--rm", "--snapshotter", SNAPSHOTTER, ref,
+                             container_id, *cmd)
 
     def last_namespace(self) -> str:
         return self._used[-1]

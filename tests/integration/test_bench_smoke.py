@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.need import need_root, need_tool
 
 pytestmark = pytest.mark.registry
 
@@ -52,3 +55,36 @@ def test_bench_unpack_suites_quick_busybox(tmp_path: Path) -> None:
         assert (tmp_path / "out" / f"{suite}.json").is_file()
     # The private containerd and its root are gone.
     assert not list((tmp_path / "scratch").glob("*/ctrd-*"))
+
+
+def test_bench_runtime_suite_quick(tmp_path: Path) -> None:
+    """``runtime`` (launcher vs runc/crun, ``pyimg run --rm`` vs ``ctr run --rm``) end to end:
+    a row per case, every run exited 0, nothing left in the scratch dir."""
+    need_root()
+    for tool in ("runc", "unshare", "containerd", "ctr", "docker-registry"):
+        need_tool(tool)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "runtime", "--quick",
+         "--scratch", str(tmp_path / "scratch"), "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # case, pyimg s, ref s, ratio, ratio-med, RSS a, RSS b, cpu a, cpu b, pairs
+    num = r"\s+([\d.]+)"
+    cases = ["launcher-runc", "run-rm"]
+    if "launcher-crun: unavailable:" not in proc.stdout:
+        cases.append("launcher-crun")
+    for case in cases:
+        row = re.search(rf"^{case}{num * 8}\s+2$", proc.stdout, re.MULTILINE)
+        assert row, f"no {case} row in:\n{proc.stdout}"
+        pyimg_s, ref_s, ratio = (float(row.group(i)) for i in (1, 2, 3))
+        assert pyimg_s > 0 and ref_s > 0 and ratio > 0
+    assert "== runtime:" in proc.stdout and "FAILED" not in proc.stdout
+    assert re.search(r"^Targets: launcher <= 1\.5x runc: (PASS|FAIL) \([\d.]+\); "
+                     r"pyimg run --rm <= 0\.8x ctr run --rm: (PASS|FAIL) \([\d.]+\)$",
+                     proc.stdout, re.MULTILINE), proc.stdout
+    doc = json.loads((tmp_path / "out" / "runtime.json").read_text())
+    assert {r["case"] for r in doc["results"]} == set(cases)
+    for r in doc["results"]:
+        assert all(m["returncode"] == 0 for m in r["runs"])
+    # The private containerd, its root and every container's state are gone.
+    assert not list((tmp_path / "scratch").glob("runtime-*"))
