@@ -51,9 +51,10 @@ class Settings:
                 env["PYIMG_RETRY_BASE"]) * 4, max_retry_after=float(env.get(
                     "PYIMG_MAX_RETRY_AFTER", "60")))
         return cls(
-            root=Path(root or env.get("PYIMG_ROOT") or default_root),
+            root=Path(root or env.get("PYIMG_ROOT") or default_root).absolute(),
             config_dir=Path(config or env.get("PYIMG_CONFIG") or default_config),
             docker_config=default_config_path(env),
             retry=retry,
-            state=Path(state or env.get("PYIMG_STATE") or default_state),
+            # Absolute: the launcher and the shim chdir, and runc accepts relative roots.
+            state=Path(state or env.get("PYIMG_STATE") or default_state).absolute(),
         )
