@@ -12,6 +12,7 @@ Layout under the state directory (``/run/pyimg`` as root)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -42,6 +43,8 @@ class Container:
     rm: bool = False
     tty: bool = False
     stdin: bool = False
+    #: the image config's StopSignal (``SIGTERM`` when empty), used by `stop`
+    stop_signal: str = ""
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -53,7 +56,7 @@ class Containers:
     """The container records and shims under one state directory."""
 
     def __init__(self, state: Path) -> None:
-        self.state = state
+        self.state = Path(state).absolute()  # shims run from "/" and outlive the caller
         self.root = state / "containers"
         self.runtime_root = state / "runtime"
 
@@ -108,15 +111,26 @@ class Containers:
         return "created" if not (self.dir(c.id) / "started").exists() else "exited"
 
     def shim_alive(self, c: Container) -> bool:
+        """Whether ``c``'s shim runs: not a zombie, and not another process that
+        got its pid after it died (its command line names the container)."""
         try:
             pid = int((self.dir(c.id) / "shim.pid").read_text())
-            os.kill(pid, 0)
-            return True
-        except (OSError, ValueError):
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
             return False
+        return state not in (b"Z", b"X") and c.id.encode() in argv
 
     # -- shim ------------------------------------------------------------------
-    def spawn_shim(self, c: Container, cgroup_spec: Path | None) -> None:
+    def spawn_shim(self, c: Container, cgroup_spec: Path | None, *,
+                   auto_remove: bool = False, store_root: Path | None = None) -> None:
+        """Start the container's shim and wait until it serves its socket.
+
+        ``auto_remove``: the shim runs ``python -m pyimg rm -f ID`` as its last
+        step (``run -d --rm``), against this state directory and ``store_root``.
+        """
         d = self.dir(c.id)
         argv = [sys.executable, "-m", "pyimg.runtime.shim", "--id", c.id,
                 "--bundle", str(d / "bundle"), "--state-dir", str(d),
@@ -127,13 +141,26 @@ class Containers:
             argv.append("--tty")
         if c.stdin:
             argv.append("--stdin")
+        env = dict(os.environ, PYIMG_STATE=str(self.state))
+        if auto_remove:
+            argv.append("--rm")
+            if store_root is not None:
+                env["PYIMG_ROOT"] = str(Path(store_root).absolute())
         errlog = open(d / "shim.log", "ab")  # noqa: SIM115 - handed to the child
         try:
+            # cwd "/": the shim outlives the CLI and must not pin the caller's directory
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
-                             start_new_session=True, close_fds=True)
+                             start_new_session=True, close_fds=True, cwd="/", env=env)
         finally:
             errlog.close()
         self._wait_for_shim(c)
+
+    def reset(self, c: Container) -> None:
+        """Forget the last run's status (for `start`); logs and the bundle stay."""
+        d = self.dir(c.id)
+        for name in ("exit.json", "started", "shim.pid", "shim.sock"):
+            with contextlib.suppress(FileNotFoundError):
+                (d / name).unlink()
 
     def _wait_for_shim(self, c: Container, timeout: float = 30.0) -> None:
         d = self.dir(c.id)
@@ -155,7 +182,7 @@ class Containers:
             s.settimeout(timeout)
             try:
                 s.sendall(json.dumps(msg).encode() + b"\n")
-                line = _readline(s)
+                line = readline(s)
             except OSError as exc:
                 raise FailedPrecondition(f"container {c.short}: shim went away") from exc
         if not line.strip():  # the shim closed: its container has just exited
@@ -182,7 +209,7 @@ class Containers:
         shutil.rmtree(self.runtime_root / c.id, ignore_errors=True)
 
 
-def _readline(s: socket.socket) -> bytes:
+def readline(s: socket.socket) -> bytes:
     buf = b""
     while not buf.endswith(b"\n"):
         chunk = s.recv(4096)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.containers import Container, Containers
-from pyimg.errors import FailedPrecondition, NotFound
+from pyimg.errors import FailedPrecondition, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from pyimg.api import Store
@@ -25,6 +25,22 @@ if TYPE_CHECKING:
     from pyimg.runtime.spec import RunOptions
 
 STOP_TIMEOUT = 10.0
+
+
+def parse_signal(text: str) -> int:
+    """A signal as docker and runc take it: ``SIGUSR1``, ``USR1``, ``usr1`` or ``10``."""
+    name = text.strip().upper()
+    if name.isdigit():
+        num = int(name)
+        if not 0 < num < signal.NSIG:
+            raise InvalidArgument(f"invalid signal {text!r}: out of range")
+        return num
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    sig = getattr(signal, name, None)
+    if not isinstance(sig, signal.Signals):
+        raise InvalidArgument(f"invalid signal {text!r}",
+                              hint="use a name like TERM or SIGUSR1, or a number")
+    return int(sig)
 
 
 def snapshot_key(c: Container) -> str:
@@ -46,8 +62,10 @@ def create(store: Store, containers: Containers, image: str, options: RunOptions
     cid, name = containers.new_id(name)
     options = replace(options, hostname=options.hostname or cid[:12],
                       cgroups_path=options.cgroups_path or f"/pyimg/{cid}")
+    stop_signal = parts.config.config.get("StopSignal")
     c = Container(cid, name, image, str(unpacked.chain_id), sn.name, [], time.time(), rm=rm,
-                  tty=options.tty, stdin=stdin)
+                  tty=options.tty, stdin=stdin,
+                  stop_signal=stop_signal if isinstance(stop_signal, str) else "")
     bundle = containers.dir(cid) / "bundle"
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True, mode=0o700)
@@ -69,11 +87,40 @@ def create(store: Store, containers: Containers, image: str, options: RunOptions
     return c
 
 
-def start(containers: Containers, c: Container) -> None:
-    """Start the shim (which creates the container), then let it run."""
-    containers.spawn_shim(c, containers.dir(c.id) / "cgroup.json")
+def start(containers: Containers, c: Container, *, auto_remove: bool = False,
+          store_root: Path | None = None) -> None:
+    """Start the shim (which creates the container), then let it run.
+
+    ``auto_remove``: the shim removes the container once it has exited.
+    """
+    spawn(containers, c, auto_remove=auto_remove, store_root=store_root)
     (containers.dir(c.id) / "started").touch()
     containers.request(c, {"op": "start"})
+
+
+def spawn(containers: Containers, c: Container, *, auto_remove: bool = False,
+          store_root: Path | None = None) -> None:
+    """A fresh shim for ``c``: the container is created, not started yet.
+
+    A container that ran before (``pyimg start``) gets a new run on the same
+    bundle and mounted rootfs: the old runtime state and cgroup go, the logs stay.
+    """
+    if containers.status(c) == "running":
+        raise FailedPrecondition(f"container {c.name} is already running")
+    if containers.exit_status(c) is not None or (containers.dir(c.id) / "started").exists():
+        _cleanup_run(containers, c)
+        containers.reset(c)
+    containers.spawn_shim(c, containers.dir(c.id) / "cgroup.json",
+                          auto_remove=auto_remove, store_root=store_root)
+
+
+def _cleanup_run(containers: Containers, c: Container) -> None:
+    """What a finished run leaves besides its logs: runtime state, processes, cgroup."""
+    from pyimg.runtime import launcher
+
+    with contextlib.suppress(NotFound, FailedPrecondition):
+        launcher.delete(c.id, containers.runtime_root, force=True)
+    _destroy_cgroup(containers, c)
 
 
 def wait(containers: Containers, c: Container) -> dict[str, Any]:
@@ -101,10 +148,12 @@ def kill(containers: Containers, c: Container, sig: int = signal.SIGKILL) -> Non
 
 
 def stop(containers: Containers, c: Container, timeout: float = STOP_TIMEOUT,
-         stop_signal: int = signal.SIGTERM) -> None:
+         stop_signal: int | None = None) -> None:
     """The image's stop signal, then SIGKILL after ``timeout`` seconds (docker stop)."""
     if containers.status(c) != "running":
         return
+    if stop_signal is None:
+        stop_signal = parse_signal(c.stop_signal) if c.stop_signal else signal.SIGTERM
     with contextlib.suppress(FailedPrecondition):
         containers.request(c, {"op": "kill", "signal": int(stop_signal)})
     deadline = time.monotonic() + timeout
@@ -125,12 +174,33 @@ def remove(store: Store, containers: Containers, c: Container, *, force: bool = 
         if not force:
             raise FailedPrecondition(f"container {c.name} is running",
                                      hint="stop it first or use rm -f")
-        stop(containers, c, timeout=0)
+        with contextlib.suppress(FailedPrecondition):  # a shim dying meanwhile
+            stop(containers, c, timeout=0)
+    # the shim may be gone (killed): the launcher's state still names init
+    # (pidfd, start time checked) and cgroup-state.json the cgroup to empty
     with contextlib.suppress(NotFound, FailedPrecondition):
         launcher.delete(c.id, containers.runtime_root, force=True)
     _destroy_cgroup(containers, c)
+    _kill_shim(containers, c)
     _release_rootfs(store, c, containers)
     containers.forget(c)
+
+
+def _kill_shim(containers: Containers, c: Container) -> None:
+    """A shim still up after its container is gone (stuck, or lingering) must not
+    write into a state directory that is about to be removed."""
+    import os
+
+    if containers.exit_status(c) is not None:
+        return  # it finished its job (and may be removing the container for --rm)
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((containers.dir(c.id) / "shim.pid").read_text())
+        fd = os.pidfd_open(pid)
+        try:  # checked after the pidfd is open: that pid cannot be reused meanwhile
+            if containers.shim_alive(c):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        finally:
+            os.close(fd)
 
 
 def _destroy_cgroup(containers: Containers, c: Container) -> None:

@@ -4,31 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from fixtures.registry.server import Registry
 from tests.cli import Pyimg
-from tests.need import need_root
-
-
-@pytest.fixture
-def p(tmp_path: Path, registry: Registry) -> Iterator[Pyimg]:
-    need_root()
-    pyimg = Pyimg(tmp_path, env={"PYIMG_STATE": str(tmp_path / "state")})
-    pyimg.image = f"{registry.host}/pyimg/busybox"  # type: ignore[attr-defined]
-    pyimg.run("pull", "-q", pyimg.image)  # type: ignore[attr-defined]
-    yield pyimg
-    for cid in pyimg.run("ps", "-a", "-q", check=False).stdout.split():
-        pyimg.run("rm", "-f", cid, check=False)
-    with open("/proc/self/mountinfo") as f:
-        assert [ln for ln in f if str(tmp_path) in ln] == []
-
-
-def img(p: Pyimg) -> str:
-    return p.image  # type: ignore[attr-defined,no-any-return]
+from tests.containers import img
 
 
 def test_foreground_output_and_exit_code(p: Pyimg) -> None:

@@ -10,38 +10,80 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
 
 from pyimg.containers import Container, Containers
 from pyimg.runtime.shim import EXIT, STDIN, STDOUT, recv_frame, send_frame
 
 
-def attach(conn: socket.socket, interactive: bool, tty: bool, ready: threading.Event,
-           cs: Containers, c: Container) -> int:
-    """Copy the container's output here until it exits; its exit code."""
-    reply = b""
-    while not reply.endswith(b"\n"):
-        chunk = conn.recv(1)
-        if not chunk:
-            ready.set()
-            return 125
-        reply += chunk
-    ready.set()
+def attach(cs: Containers, c: Container, *, stdin: bool) -> socket.socket:
+    """Connect to ``c``'s shim as an attached client (before `start`: no output lost)."""
+    from pyimg.containers import readline
+    from pyimg.errors import FailedPrecondition
+
+    conn = cs.connect(c)
+    try:
+        conn.sendall(json.dumps({"op": "attach", "stdin": stdin}).encode() + b"\n")
+        reply = readline(conn)
+    except OSError as exc:
+        conn.close()
+        raise FailedPrecondition(f"container {c.short}: shim went away") from exc
+    answer = json.loads(reply) if reply.strip() else {"error": "the shim closed"}
+    if "error" in answer:
+        conn.close()
+        raise FailedPrecondition(f"attach to {c.short}: {answer['error']}")
+    return conn
+
+
+def forward_winsize(cs: Containers, c: Container) -> None:
+    """Size the container's pty like ours, now and on every SIGWINCH (main thread)."""
+    def send(*_: object) -> None:
+        with contextlib.suppress(Exception):
+            size = os.get_terminal_size(sys.stdout.fileno())
+            cs.request(c, {"op": "resize", "rows": size.lines, "cols": size.columns})
+
+    if sys.stdout.isatty():
+        send()
+        signal.signal(signal.SIGWINCH, send)
+
+
+#: docker's --sig-proxy: what the CLI receives goes to the container (no tty)
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2)
+
+
+def proxy_signals(cs: Containers, c: Container) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(Exception):
+            cs.request(c, {"op": "kill", "signal": signum})
+
+    for sig in PROXIED:
+        signal.signal(sig, forward)
+
+
+def stream(conn: socket.socket, cs: Containers, c: Container, *, interactive: bool,
+           tty: bool, on_exit: Callable[[], None] | None = None) -> int:
+    """Copy the container's output here (and stdin there) until it exits; its exit code.
+
+    With ``tty`` our terminal is in raw mode meanwhile, so every key (Ctrl-C
+    too) goes to the container's pty, whose line discipline does the echo.
+    ``on_exit`` runs when the exit status arrives, before we hang up.
+    """
     restore = _raw_mode() if tty and sys.stdin.isatty() else None
-    if tty:
-        _forward_winsize(cs, c)
     if interactive:
         threading.Thread(target=_pump_stdin, args=(conn,), daemon=True).start()
     try:
         while True:
             try:
-                stream, data = recv_frame(conn)
+                kind, data = recv_frame(conn)
             except (EOFError, OSError):
                 status = cs.exit_status(c) or {}
                 return int(status.get("exit_code", 125))
-            if stream == EXIT:
+            if kind == EXIT:
+                if on_exit is not None:
+                    on_exit()
                 return int(json.loads(data).get("exit_code", 125))
-            out = sys.stdout.buffer if stream == STDOUT else sys.stderr.buffer
+            out = sys.stdout.buffer if kind == STDOUT else sys.stderr.buffer
             out.write(data)
             out.flush()
     finally:
@@ -55,10 +97,10 @@ def _pump_stdin(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while data := os.read(fd, 65536):
             send_frame(conn, STDIN, data)
-        send_frame(conn, STDIN, b"")
+        send_frame(conn, STDIN, b"")  # EOF: the shim closes the container's stdin
 
 
-def _raw_mode() -> Any:
+def _raw_mode() -> Callable[[], None]:
     import termios
     import tty
 
@@ -66,17 +108,6 @@ def _raw_mode() -> Any:
     old = termios.tcgetattr(fd)
     tty.setraw(fd)
     return lambda: termios.tcsetattr(fd, termios.TCSADRAIN, old)
-
-
-def _forward_winsize(cs: Containers, c: Container) -> None:
-    def send(*_: object) -> None:
-        with contextlib.suppress(Exception):
-            size = os.get_terminal_size(sys.stdout.fileno())
-            cs.request(c, {"op": "resize", "rows": size.lines, "cols": size.columns})
-
-    if sys.stdout.isatty():
-        send()
-        signal.signal(signal.SIGWINCH, send)
 
 
 def exec_process(cs: Containers, c: Container, args: list[str], env: list[str],

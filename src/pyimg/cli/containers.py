@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -27,20 +26,33 @@ def _containers(obj: Any) -> Containers:
     return Containers(obj.settings().state)
 
 
-def _signal(text: str) -> int:
-    from pyimg.errors import InvalidArgument
-
-    name = text.upper()
-    if name.isdigit():
-        return int(name)
-    name = name if name.startswith("SIG") else f"SIG{name}"
-    try:
-        return int(getattr(signal, name))
-    except AttributeError:
-        raise InvalidArgument(f"invalid signal {text!r}") from None
+class _RunUsageError(click.UsageError):
+    exit_code = EXIT_PYIMG
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+class _RunCommand(click.Command):
+    """docker's convention: a failure of pyimg itself (bad option, image that cannot
+    be pulled, container that cannot be created) exits 125, so that every other
+    code is the container's."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _RunUsageError(exc.format_message(), exc.ctx) from exc
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pyimg.errors import ContainerError, PyimgError
+
+        try:
+            return super().invoke(ctx)
+        except ContainerError:
+            raise
+        except PyimgError as exc:
+            raise ContainerError(exc.message, hint=exc.hint) from exc
+
+
+@click.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
 @click.option("--rm", is_flag=True, help="Remove the container when it exits.")
 @click.option("-i", "--interactive", is_flag=True, help="Keep stdin open.")
@@ -92,38 +104,83 @@ def run(obj, detach, rm, interactive, tty, name, env, env_file, workdir, user, v
             api.pull(store, image, settings)
         c = runmod.create(store, cs, image, options, name=name, rm=rm, stdin=interactive,
                           platform=plat)
-    if detach:
-        runmod.start(cs, c)
-        click.echo(c.id)
-        return
-    code = _attach_and_run(obj, cs, c, interactive, tty)
+    try:
+        if detach:
+            runmod.start(cs, c, auto_remove=rm, store_root=settings.root)
+            click.echo(c.id)
+            return
+        code, shim_removes = _attach_and_run(cs, c, interactive, tty, rm=rm,
+                                             store_root=settings.root)
+    except BaseException:
+        if rm:  # never started (or we were interrupted): don't leave it behind
+            _remove_quietly(settings, cs, c)
+        raise
     if rm:
-        with api.Store(settings.root) as store:
-            runmod.remove(store, cs, c, force=True)
+        _remove_after_run(settings, cs, c, shim_removes)
     sys.exit(code)
 
 
-def _attach_and_run(obj, cs, c, interactive: bool, tty: bool) -> int:  # type: ignore[no-untyped-def]
-    from pyimg.cli.attach import attach
+def _remove_quietly(settings, cs, c) -> None:  # type: ignore[no-untyped-def]
+    from pyimg import api
+    from pyimg import run as runmod
+    from pyimg.errors import PyimgError
 
-    cs.spawn_shim(c, cs.dir(c.id) / "cgroup.json")
-    conn = cs.connect(c)
-    conn.sendall(json.dumps({"op": "attach", "stdin": interactive}).encode() + b"\n")
+    with contextlib.suppress(PyimgError, OSError), api.Store(settings.root) as store:
+        runmod.remove(store, cs, c, force=True)
+
+
+def _remove_after_run(settings, cs, c, shim_removes: bool) -> None:  # type: ignore[no-untyped-def]
+    """--rm in the foreground: normally we took the job back from the shim and do it
+    now; if that message did not get through, the shim does it (or we do once it
+    is gone without having done it)."""
+    import time
+
+    from pyimg import api
+    from pyimg import run as runmod
+
+    if shim_removes:
+        deadline = time.monotonic() + 10
+        while cs.shim_alive(c) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not cs.dir(c.id).exists():
+            return
+    with api.Store(settings.root) as store:
+        runmod.remove(store, cs, c, force=True)
+
+
+def _attach_and_run(cs, c, interactive: bool, tty: bool, *, rm: bool,  # type: ignore[no-untyped-def]
+                    store_root) -> tuple[int, bool]:
+    """Run ``c`` attached; (its exit code, whether its shim still has to remove it)."""
+    from pyimg import run as runmod
+    from pyimg.cli.attach import attach, forward_winsize, proxy_signals, stream
+    from pyimg.errors import FailedPrecondition
+
+    # the shim gets --rm too, so the container goes even if this CLI is killed;
+    # when all is well we take that job back (on_exit) and do it without waiting
+    runmod.spawn(cs, c, auto_remove=rm, store_root=store_root)
+    conn = attach(cs, c, stdin=interactive)
+    if tty:
+        forward_winsize(cs, c)
+    else:
+        proxy_signals(cs, c)
+
+    shim_removes = rm
+
+    def take_back_rm() -> None:
+        nonlocal shim_removes
+        if rm:
+            with contextlib.suppress(FailedPrecondition, OSError):
+                cs.request(c, {"op": "autoremove", "value": False}, timeout=5)
+                shim_removes = False
+
     (cs.dir(c.id) / "started").touch()
-    ready = threading.Event()
-    result: dict[str, int] = {}
-    t = threading.Thread(target=lambda: result.update(code=attach(conn, interactive, tty,
-                                                                   ready, cs, c)),
-                         daemon=True)
-    t.start()
-    ready.wait(10)
-    start_msg = cs.request(c, {"op": "start"})
-    del start_msg
-    t.join()
+    cs.request(c, {"op": "start"})
+    code = stream(conn, cs, c, interactive=interactive, tty=tty, on_exit=take_back_rm)
     status = cs.exit_status(c) or {}
     if status.get("error"):
         click.echo(f"pyimg: error: {status['error']}", err=True)
-    return int(result.get("code", status.get("exit_code", EXIT_PYIMG)))
+        return EXIT_PYIMG, shim_removes
+    return code, shim_removes
 
 
 @click.command()
@@ -169,15 +226,22 @@ def _status_text(status: str, exit_status) -> str:  # type: ignore[no-untyped-de
 @click.pass_obj
 def logs(obj, follow, tail, timestamps, container):  # type: ignore[no-untyped-def]
     """Show a container's output (docker json-file log)."""
+    from pyimg.errors import InvalidArgument
     from pyimg.runtime import logs as logmod
 
     cs = _containers(obj)
     c = cs.find(container)
     path = cs.dir(c.id) / "log.json"
-    n = None if tail == "all" else int(tail)
-    for r in logmod.read(path, tail=n):
+    try:
+        n = None if tail == "all" else int(tail)
+    except ValueError:
+        raise InvalidArgument(f"invalid --tail {tail!r}: expected a number or 'all'") from None
+    # the status first: a container that exits meanwhile has its last lines read below
+    running = follow and cs.status(c) in ("running", "created")
+    records, offset = logmod.read_at(path, tail=n)
+    for r in records:
         _emit(r, timestamps)
-    if follow and cs.status(c) == "running":
+    if running:
         stop = threading.Event()
 
         def watch() -> None:
@@ -185,7 +249,7 @@ def logs(obj, follow, tail, timestamps, container):  # type: ignore[no-untyped-d
             stop.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        for r in logmod.follow(path, stop=stop, start=path.stat().st_size):
+        for r in logmod.follow(path, stop=stop, start=offset):
             _emit(r, timestamps)
 
 
@@ -213,7 +277,7 @@ def stop(obj, timeout, containers):  # type: ignore[no-untyped-def]
     cs = _containers(obj)
     for ref in containers:
         c = cs.find(ref)
-        runmod.stop(cs, c, timeout)
+        runmod.stop(cs, c, timeout)  # the image's StopSignal (SIGTERM without one)
         click.echo(ref)
 
 
@@ -226,8 +290,9 @@ def kill(obj, sig, containers):  # type: ignore[no-untyped-def]
     from pyimg import run as runmod
 
     cs = _containers(obj)
+    signum = runmod.parse_signal(sig)
     for ref in containers:
-        runmod.kill(cs, cs.find(ref), _signal(sig))
+        runmod.kill(cs, cs.find(ref), signum)
         click.echo(ref)
 
 
@@ -257,6 +322,34 @@ def rm(obj, force, containers):  # type: ignore[no-untyped-def]
         for ref in containers:
             runmod.remove(store, cs, cs.find(ref), force=force)
             click.echo(ref)
+
+
+@click.command()
+@click.option("-a", "--attach", is_flag=True, help="Attach to the output; exit with its code.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach stdin too (with -a).")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def start(obj, attach, interactive, containers):  # type: ignore[no-untyped-def]
+    """Start created or stopped containers (a new run on the same filesystem)."""
+    from pyimg import run as runmod
+    from pyimg.errors import InvalidArgument
+
+    settings = obj.settings()
+    cs = _containers(obj)
+    if attach:
+        if len(containers) != 1:
+            raise InvalidArgument("start -a takes exactly one container")
+        c = cs.find(containers[0])
+        code, shim_removes = _attach_and_run(cs, c, interactive and c.stdin, c.tty, rm=c.rm,
+                                             store_root=settings.root)
+        if c.rm:
+            _remove_after_run(settings, cs, c, shim_removes)
+        sys.exit(code)
+    for ref in containers:
+        c = cs.find(ref)
+        if cs.status(c) != "running":  # docker: starting a running container is a no-op
+            runmod.start(cs, c, auto_remove=c.rm, store_root=settings.root)
+        click.echo(ref)
 
 
 @click.command("inspect-container", hidden=True)
@@ -291,4 +384,4 @@ def exec_(obj, interactive, tty, env, workdir, user, container, command):  # typ
     sys.exit(exec_process(cs, c, list(command), list(env), workdir, user, tty))
 
 
-COMMANDS = (run, ps, logs, stop, kill, wait, rm, inspect_container, exec_)
+COMMANDS = (run, ps, logs, stop, kill, wait, rm, start, inspect_container, exec_)

@@ -103,10 +103,10 @@ def state(ctx: click.Context, container_id: str) -> None:
 @click.pass_context
 def kill(ctx: click.Context, container_id: str, sig: str) -> None:
     """Send a signal (name with or without SIG, or number) to the init."""
-    from pyimg.cli.containers import _signal
+    from pyimg.run import parse_signal
     from pyimg.runtime import launcher
 
-    launcher.kill(container_id, _root(ctx), _signal(sig))
+    launcher.kill(container_id, _root(ctx), parse_signal(sig))
 
 
 @runtime.command()

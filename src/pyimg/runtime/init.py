@@ -25,6 +25,8 @@ import importlib.util
 import os
 import resource
 import signal
+import socket
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from types import ModuleType
@@ -124,15 +126,50 @@ def _controlling_terminal() -> None:
 
     runc receives a console over --console-socket; pyimg's shim instead passes
     the slave as stdio, so the process only needs a session that owns it.
+    ``fcntl`` and ``termios`` were imported by :func:`main` (before pivot_root).
     """
-    import fcntl
-    import termios
+    fcntl, termios = sys.modules["fcntl"], sys.modules["termios"]
 
     _Stage.name = "terminal"
     if not os.isatty(0):
         raise OSError(errno.ENOTTY, "process.terminal is set but stdin is not a terminal")
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+_TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): unlockpt
+_TIOCGPTPEER = 0x5441  # _IO('T', 0x41): open the slave from the master (Linux 4.13)
+
+
+def _console_socket() -> socket.socket | None:
+    """fd 0 as a unix socket when the caller wants the pty from us (else None)."""
+    if not stat.S_ISSOCK(os.fstat(0).st_mode):
+        return None
+    return socket.socket(fileno=os.dup(0))
+
+
+def _allocate_console(sock: socket.socket) -> None:
+    """Open a pty in the container's own devpts (after pivot_root, or in the joined
+    mount namespace), hand the master to the caller over ``sock`` (SCM_RIGHTS, as
+    runc's --console-socket does), and make the slave our stdio.
+
+    Allocated here rather than by the shim, so that the slave is ``/dev/pts/N`` of
+    the container: ``tty`` and ``ttyname(3)`` find it.
+    """
+    fcntl = sys.modules["fcntl"]
+    _Stage.name = "console"
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, b"\0\0\0\0")
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        with sock:
+            socket.send_fds(sock, [b"console"], [master])
+    finally:
+        os.close(master)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
 
 
 def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> NoReturn:
@@ -148,7 +185,10 @@ def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> N
             linux.unshare(linux.CLONE_NEWCGROUP)
         if "network" in new:
             rootfs.loopback_up()
+        console = _console_socket() if spec["process"].get("terminal") else None
         fifo_fd = setup_rootfs(cfg, spec)
+        if console is not None:
+            _allocate_console(console)
         ch.send("ready")
         _Stage.name = "exec fifo"
         # blocks until `start` opens the fifo for reading (runc's exact mechanism)
@@ -207,6 +247,9 @@ def finalize(ch: Channel, process: Mapping[str, Any], seccomp_spec: Any,
             f.write(str(int(process["oomScoreAdj"])))
     os.umask(int(process.get("user", {}).get("umask", 0o022)))
     if process.get("terminal"):
+        console = _console_socket()
+        if console is not None:
+            _allocate_console(console)
         _controlling_terminal()
     sets = caps.CapSets.from_spec(process.get("capabilities"))
     caps.drop_bounding(sets.bounding)
@@ -322,6 +365,9 @@ def main(argv: Sequence[str]) -> NoReturn:
         msg = ch.recv()
         if msg["type"] != CONFIG:
             raise RuntimeError(f"expected config, got {msg['type']}")
+        if (msg["spec"].get("process") or {}).get("terminal"):
+            import fcntl  # noqa: F401 - for _controlling_terminal, after pivot_root
+            import termios  # noqa: F401
         stage1(ch, msg, _load_seccomp(msg["spec"]))
     except BaseException as exc:
         fail(ch, exc)

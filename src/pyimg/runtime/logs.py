@@ -54,10 +54,23 @@ class Record:
 
 def read(path: Path, *, tail: int | None = None) -> list[Record]:
     """The records of a log (the last ``tail`` lines with ``tail``)."""
-    if not path.exists():
-        return []
-    records = [r for r in (_parse(line) for line in path.read_bytes().splitlines()) if r]
-    return records[-tail:] if tail is not None and tail >= 0 else records
+    return read_at(path, tail=tail)[0]
+
+
+def read_at(path: Path, *, tail: int | None = None) -> tuple[list[Record], int]:
+    """:func:`read`, and the byte offset where :func:`follow` picks up from.
+
+    A partly written last line is left for ``follow``.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    end = data.rfind(b"\n") + 1
+    records = [r for r in (_parse(line) for line in data[:end].splitlines()) if r]
+    if tail is not None and tail >= 0:
+        records = records[max(0, len(records) - tail):]
+    return records, end
 
 
 def follow(path: Path, *, stop: threading.Event, poll: float = 0.1,

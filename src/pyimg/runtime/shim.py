@@ -14,6 +14,7 @@ when the launcher's intermediate process exits), which:
       {"op": "wait"}                       → {"exit_code": 0, "signal": null, "oom": false}
       {"op": "kill", "signal": 15}         → {"ok": true}
       {"op": "resize", "rows": R, "cols": C}
+      {"op": "autoremove", "value": false} → {"ok": true}   (see ``--rm``)
       {"op": "attach", "stdin": true}      → then framed bytes both ways (see below)
       {"op": "exec", "process": {...}}     + the client's stdio fds (SCM_RIGHTS)
                                            → {"pid": N}, later {"exit_code": ...}
@@ -21,8 +22,11 @@ when the launcher's intermediate process exits), which:
   Attach frames: one byte stream (0 stdin, 1 stdout, 2 stderr, 3 exit JSON),
   four bytes big-endian length, the data; an empty stdin frame is EOF.
 
-The shim exits once the container has exited, its output is drained and
-the status is written (and, with ``--rm``, the container removed).
+The shim exits once the container has exited, its output is drained, the
+status is written and attached clients have hung up (at most 2 s).  With
+``--rm`` its last step is ``python -m pyimg rm -f ID`` (same ``PYIMG_ROOT`` and
+``PYIMG_STATE``), unless a client sent ``autoremove false`` first: a foreground
+``pyimg run --rm`` does that and removes the container itself.
 """
 
 from __future__ import annotations
@@ -100,14 +104,22 @@ class Shim:
         self.pid = 0
         self.master: int | None = None
         self.stdin_w: int | None = None
+        self.console: socket.socket | None = None
+        self.auto_remove = bool(getattr(args, "rm", False))
 
     # -- setup ---------------------------------------------------------------
     def stdio(self) -> tuple[int, int, int, list[tuple[int, int]]]:
-        """The container's (stdin, stdout, stderr) and our ends to pump (fd, stream)."""
+        """The container's (stdin, stdout, stderr) and our ends to pump (fd, stream).
+
+        With ``--tty`` the container's stdin is one end of a socketpair: init
+        opens the pty in the container's devpts and sends us the master over it
+        (:meth:`receive_console`); init's messages before that go to the pipe.
+        """
         if self.args.tty:
-            master, slave = os.openpty()
-            self.master = master
-            return slave, slave, slave, [(master, STDOUT)]
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.console = ours
+            early_r, early_w = os.pipe()
+            return theirs.detach(), early_w, early_w, [(early_r, STDOUT)]
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         if self.args.stdin:
@@ -116,6 +128,16 @@ class Shim:
         else:
             in_r = os.open(os.devnull, os.O_RDONLY)
         return in_r, out_w, err_w, [(out_r, STDOUT), (err_r, STDERR)]
+
+    def receive_console(self) -> int:
+        """The pty master that init sent over the console socket."""
+        assert self.console is not None
+        with self.console:
+            self.console.settimeout(10)
+            _, fds, _, _ = socket.recv_fds(self.console, 64, 1)
+        if not fds:
+            raise OSError("container init sent no console")
+        return fds[0]
 
     def broadcast(self, stream: int, data: bytes) -> None:
         with self.clients_lock:
@@ -136,6 +158,8 @@ class Shim:
                 break
             log(name, data)
             self.broadcast(stream, data)
+        if fd == self.master:
+            self.master = None  # resize and stdin must not reach a reused fd number
         os.close(fd)
 
     # -- control socket --------------------------------------------------------
@@ -158,6 +182,9 @@ class Shim:
                 _reply(conn, self.wait())
             elif op == "kill":
                 self.kill(int(msg.get("signal", signal.SIGTERM)), bool(msg.get("all")))
+                _reply(conn, {"ok": True})
+            elif op == "autoremove":
+                self.auto_remove = bool(msg.get("value"))
                 _reply(conn, {"ok": True})
             elif op == "resize":
                 self.resize(int(msg["rows"]), int(msg["cols"]))
@@ -210,7 +237,9 @@ class Shim:
                         os.close(self.stdin_w)
                         self.stdin_w = None
                     return
-                os.write(target, data)
+                view = memoryview(data)
+                while view:  # a pty or a full pipe may take part of it
+                    view = view[os.write(target, view):]
         except (EOFError, OSError):
             return
 
@@ -259,12 +288,29 @@ class Shim:
             for fd in {stdin, stdout, stderr}:
                 os.close(fd)
         self.pid = state.pid
+        if self.console is not None:
+            try:
+                self.master = self.receive_console()
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self.reap()
+                self.finish({"exit_code": 125, "signal": None, "oom": False,
+                             "error": f"console: {exc}"})
+                return 1
+            pumps.append(threading.Thread(target=self.pump,
+                                          args=(self.master, STDOUT, log.write), daemon=True))
         atomic_write(self.dir / PID_FILE, str(os.getpid()).encode())
         for t in pumps:
             t.start()
         threading.Thread(target=self.serve, args=(server,), daemon=True).start()
         self.started.wait()
-        launcher.start(self.args.id, Path(self.args.runtime_root))
+        try:
+            launcher.start(self.args.id, Path(self.args.runtime_root))
+        except Exception as exc:  # init died (its message is in the log) or hangs
+            print(f"pyimg-shim: start: {exc}", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
         status = self.reap()
         for t in pumps:
             t.join(timeout=5)
@@ -272,6 +318,8 @@ class Shim:
         _linger(self)
         server.close()
         log.close()
+        if self.auto_remove:
+            _remove_container(self.args.id)
         return 0
 
     def reap(self) -> dict[str, Any]:
@@ -301,13 +349,36 @@ class Shim:
 
 
 def _linger(shim: Shim, seconds: float = 2.0) -> None:
-    """Give attached clients a moment to read the exit frame before we go."""
+    """Give attached clients a moment to read the exit frame and hang up."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         with shim.clients_lock:
+            shim.clients = [c for c in shim.clients if not _hung_up(c)]
             if not shim.clients:
                 return
-        time.sleep(0.05)
+        time.sleep(0.01)
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _remove_container(cid: str) -> None:
+    """``pyimg rm -f ID``: the store and state come from PYIMG_ROOT/PYIMG_STATE,
+    which the CLI set when it started this shim."""
+    import subprocess
+
+    try:
+        subprocess.run([sys.executable, "-m", "pyimg", "rm", "-f", cid],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=60,
+                       check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"pyimg-shim: rm {cid}: {exc}", file=sys.stderr, flush=True)
 
 
 CGROUP_STATE = "cgroup-state.json"
@@ -355,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cgroup-spec", default="")
     p.add_argument("--tty", action="store_true")
     p.add_argument("--stdin", action="store_true")
+    p.add_argument("--rm", action="store_true",
+                   help="remove the container (pyimg rm -f) after it exits")
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the CLI's Ctrl-C is not ours
     return Shim(args).run()
