@@ -1,5 +1,5 @@
 """python -m pyimg"""
 
-from pyimg.cli import main
+from pyimg.entry import main
 
 main()

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyimg.containers import Container, Containers
-from pyimg.errors import FailedPrecondition, InvalidArgument, NotFound
+from pyimg.errors import FailedPrecondition, NotFound
+from pyimg.runtime.signals import parse_signal
 
 if TYPE_CHECKING:
     from pyimg.api import Store
@@ -26,21 +27,6 @@ if TYPE_CHECKING:
 
 STOP_TIMEOUT = 10.0
 
-
-def parse_signal(text: str) -> int:
-    """A signal as docker and runc take it: ``SIGUSR1``, ``USR1``, ``usr1`` or ``10``."""
-    name = text.strip().upper()
-    if name.isdigit():
-        num = int(name)
-        if not 0 < num < signal.NSIG:
-            raise InvalidArgument(f"invalid signal {text!r}: out of range")
-        return num
-    name = name if name.startswith("SIG") else f"SIG{name}"
-    sig = getattr(signal, name, None)
-    if not isinstance(sig, signal.Signals):
-        raise InvalidArgument(f"invalid signal {text!r}",
-                              hint="use a name like TERM or SIGUSR1, or a number")
-    return int(sig)
 
 
 def snapshot_key(c: Container) -> str:

@@ -282,3 +282,22 @@ def test_readonly_rootfs_and_user(env: Env) -> None:
     assert env.output("ro").splitlines() == ["ro", "65534", "CapEff:\t0000000000000000"]
     theirs = env.runc(bundle)
     assert theirs.stdout == env.output("ro")
+
+
+def test_runtime_cli_fast_path_runs_a_bundle(env: Env, tmp_path: Path) -> None:
+    """`pyimg runtime run` (the click-free entry) runs a bundle and returns its code."""
+    import subprocess
+    import sys
+
+    bundle = env.bundle("sh", "-c", "echo fast; exit 3")
+    pyimg = str(Path(sys.executable).with_name("pyimg"))
+    penv = {"PATH": "/usr/bin:/bin", "PYIMG_STATE": str(tmp_path / "state")}
+    proc = subprocess.run([pyimg, "runtime", "run", "--bundle", str(bundle), "fast1"],
+                          capture_output=True, text=True, env=penv, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "fast\n"
+    bad = subprocess.run([pyimg, "runtime", "state", "nope"], capture_output=True, text=True,
+                         env=penv, timeout=60)
+    assert bad.returncode == 3 and bad.stderr.startswith("pyimg: error: ")
+    assert "Traceback" not in bad.stderr

@@ -290,7 +290,9 @@ def kill(obj, sig, containers):  # type: ignore[no-untyped-def]
     from pyimg import run as runmod
 
     cs = _containers(obj)
-    signum = runmod.parse_signal(sig)
+    from pyimg.runtime.signals import parse_signal
+
+    signum = parse_signal(sig)
     for ref in containers:
         runmod.kill(cs, cs.find(ref), signum)
         click.echo(ref)

@@ -19,37 +19,15 @@ import click
 
 
 def _root(ctx: click.Context) -> Path:
-    root = ctx.obj.runtime_root
-    return Path(root) if root else ctx.obj.ctx.settings().state / "runtime"
+    from pyimg.runtime.ops import state_root
+
+    return state_root(ctx.obj.runtime_root, ctx.obj.ctx.state)
 
 
 class _Obj:
     def __init__(self, ctx: Any, root: str | None) -> None:
         self.ctx = ctx
         self.runtime_root = root
-
-
-def _cgroup_state(root: Path, cid: str) -> Path:
-    return root / cid / "cgroup-state.json"
-
-
-def _hook(bundle: Path, root: Path, cid: str) -> Any:
-    from pyimg.runtime.cgroup_hooks import join_hook
-
-    spec = json.loads((bundle / "config.json").read_text())
-    linux = spec.get("linux") or {}
-    return join_hook(linux.get("cgroupsPath") or f"/pyimg/{cid}", linux.get("resources"),
-                     _cgroup_state(root, cid))
-
-
-def _cleanup(root: Path, cid: str) -> Any:
-    """A launcher ``cgroup_cleanup``: runs before the state directory goes."""
-    from pyimg.runtime.cgroup_hooks import destroy
-
-    def cleanup(_: object) -> None:
-        destroy(_cgroup_state(root, cid))
-
-    return cleanup
 
 
 @click.group()
@@ -68,12 +46,9 @@ def runtime(ctx: click.Context, runtime_root: str | None) -> None:
 @click.pass_context
 def create(ctx: click.Context, bundle: Path, pid_file: Path | None, container_id: str) -> None:
     """Create a container (its init waits for `start`)."""
-    from pyimg.runtime import launcher
+    from pyimg.runtime import ops
 
-    root = _root(ctx)
-    bundle = bundle.resolve()
-    launcher.create(container_id, bundle, root, pid_file=pid_file,
-                    cgroup_hook=_hook(bundle, root, container_id))
+    ops.create(_root(ctx), bundle, pid_file, container_id)
 
 
 @runtime.command()
@@ -81,9 +56,9 @@ def create(ctx: click.Context, bundle: Path, pid_file: Path | None, container_id
 @click.pass_context
 def start(ctx: click.Context, container_id: str) -> None:
     """Run the created container's process."""
-    from pyimg.runtime import launcher
+    from pyimg.runtime import ops
 
-    launcher.start(container_id, _root(ctx))
+    ops.start(_root(ctx), container_id)
 
 
 @runtime.command()
@@ -91,9 +66,9 @@ def start(ctx: click.Context, container_id: str) -> None:
 @click.pass_context
 def state(ctx: click.Context, container_id: str) -> None:
     """Print the runtime-spec state as JSON."""
-    from pyimg.runtime import launcher
+    from pyimg.runtime import ops
 
-    json.dump(launcher.state(container_id, _root(ctx)), sys.stdout, indent=2)
+    json.dump(ops.state(_root(ctx), container_id), sys.stdout, indent=2)
     click.echo()
 
 
@@ -103,10 +78,9 @@ def state(ctx: click.Context, container_id: str) -> None:
 @click.pass_context
 def kill(ctx: click.Context, container_id: str, sig: str) -> None:
     """Send a signal (name with or without SIG, or number) to the init."""
-    from pyimg.run import parse_signal
-    from pyimg.runtime import launcher
+    from pyimg.runtime import ops
 
-    launcher.kill(container_id, _root(ctx), parse_signal(sig))
+    ops.kill(_root(ctx), container_id, sig)
 
 
 @runtime.command()
@@ -115,11 +89,9 @@ def kill(ctx: click.Context, container_id: str, sig: str) -> None:
 @click.pass_context
 def delete(ctx: click.Context, force: bool, container_id: str) -> None:
     """Delete a stopped container (and its cgroup)."""
-    from pyimg.runtime import launcher
+    from pyimg.runtime import ops
 
-    root = _root(ctx)
-    launcher.delete(container_id, root, force=force,
-                    cgroup_cleanup=_cleanup(root, container_id))
+    ops.delete(_root(ctx), container_id, force)
 
 
 @runtime.command("run")
@@ -129,14 +101,9 @@ def delete(ctx: click.Context, force: bool, container_id: str) -> None:
 @click.pass_context
 def run_(ctx: click.Context, bundle: Path, pid_file: Path | None, container_id: str) -> None:
     """create + start + wait + delete; exits with the container's code."""
-    from pyimg.runtime import launcher
+    from pyimg.runtime import ops
 
-    root = _root(ctx)
-    bundle = bundle.resolve()
-    code = launcher.run(container_id, bundle, root, pid_file=pid_file,
-                        cgroup_hook=_hook(bundle, root, container_id),
-                        cgroup_cleanup=_cleanup(root, container_id))
-    sys.exit(code)
+    sys.exit(ops.run(_root(ctx), bundle, pid_file, container_id))
 
 
 @runtime.command("list")
