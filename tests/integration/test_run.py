@@ -62,5 +62,8 @@ def test_exec_sees_container_namespaces(p: Pyimg) -> None:
                 ).stdout.splitlines()
     assert out[0].replace("\0", " ").strip() == "sleep 30"  # pid 1 of its pid namespace
     assert int(out[1]) <= 4  # sleep, sh, ls, grep: nothing of the host
+    info = json.loads(p.run("inspect", cid[:12]).stdout)
+    assert info["id"] == cid and info["status"] == "running"
+    assert info["process"]["args"] == ["sleep", "30"]
     p.run("rm", "-f", cid)
     assert p.run("ps", "-a", "-q").stdout.strip() == ""

@@ -354,16 +354,22 @@ def start(obj, attach, interactive, containers):  # type: ignore[no-untyped-def]
         click.echo(ref)
 
 
-@click.command("inspect-container", hidden=True)
+@click.command("inspect")
 @click.argument("container")
 @click.pass_obj
 def inspect_container(obj, container):  # type: ignore[no-untyped-def]
+    """Show a container's record, status and exit status as JSON.
+
+    (Image inspection joins this verb with the inspection issue.)"""
     cs = _containers(obj)
     c = cs.find(container)
+    spec = json.loads((cs.dir(c.id) / "bundle" / "config.json").read_text())
     json.dump({"id": c.id, "name": c.name, "image": c.image, "command": c.command,
                "created": datetime.datetime.fromtimestamp(c.created, datetime.UTC).isoformat(),
                "status": cs.status(c), "exit": cs.exit_status(c),
-               "bundle": str(cs.dir(c.id) / "bundle"), "pid_file": str(cs.dir(c.id))},
+               "bundle": str(cs.dir(c.id) / "bundle"), "hostname": spec.get("hostname"),
+               "process": {k: spec["process"].get(k) for k in ("args", "env", "cwd", "user")},
+               "resources": spec.get("linux", {}).get("resources")},
               sys.stdout, indent=2)
     click.echo()
 
