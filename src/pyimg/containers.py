@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,16 +111,25 @@ class Containers:
 
     def shim_alive(self, c: Container) -> bool:
         """Whether ``c``'s shim runs: not a zombie, and not another process that
-        got its pid after it died (its command line names the container)."""
+        got its pid after it died (its start time is the one in ``shim.start``; a
+        shim of an older pyimg wrote none, and has the container id in its
+        command line)."""
+        d = self.dir(c.id)
         try:
-            pid = int((self.dir(c.id) / "shim.pid").read_text())
+            pid = int((d / "shim.pid").read_text())
             with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] in (b"Z", b"X"):
+                return False
+            try:
+                return int(fields[19]) == int((d / "shim.start").read_text())
+            except FileNotFoundError:
+                pass
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
         except (OSError, ValueError, IndexError):
             return False
-        return state not in (b"Z", b"X") and c.id.encode() in argv
+        return c.id.encode() in argv
 
     # -- shim ------------------------------------------------------------------
     def spawn_shim(self, c: Container, cgroup_spec: Path | None, *,
@@ -130,51 +138,81 @@ class Containers:
 
         ``auto_remove``: the shim runs ``python -m pyimg rm -f ID`` as its last
         step (``run -d --rm``), against this state directory and ``store_root``.
+
+        A single-threaded caller (the CLI) forks the shim, which then runs
+        without a new interpreter (as the runtime forks the container's init);
+        otherwise it is a fresh ``python -m pyimg.runtime.shim``.  Either way it
+        says it is up over an inherited pipe (EOF: it gave up, see exit.json).
         """
         d = self.dir(c.id)
-        argv = [sys.executable, "-m", "pyimg.runtime.shim", "--id", c.id,
-                "--bundle", str(d / "bundle"), "--state-dir", str(d),
+        args = ["--id", c.id, "--bundle", str(d / "bundle"), "--state-dir", str(d),
                 "--runtime-root", str(self.runtime_root)]
         if cgroup_spec is not None:
-            argv += ["--cgroup-spec", str(cgroup_spec)]
+            args += ["--cgroup-spec", str(cgroup_spec)]
         if c.tty:
-            argv.append("--tty")
+            args.append("--tty")
         if c.stdin:
-            argv.append("--stdin")
-        env = dict(os.environ, PYIMG_STATE=str(self.state))
+            args.append("--stdin")
+        env = {"PYIMG_STATE": str(self.state)}
         if auto_remove:
-            argv.append("--rm")
+            args.append("--rm")
             if store_root is not None:
                 env["PYIMG_ROOT"] = str(Path(store_root).absolute())
-        errlog = open(d / "shim.log", "ab")  # noqa: SIM115 - handed to the child
+        from pyimg.runtime.sync import single_threaded
+
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         try:
-            # cwd "/": the shim outlives the CLI and must not pin the caller's directory
-            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
-                             start_new_session=True, close_fds=True, cwd="/", env=env)
+            errlog = os.open(d / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                             | os.O_CLOEXEC, 0o666)
+            try:
+                args += ["--ready-fd", str(ready_w)]
+                if single_threaded():
+                    pid = _fork_shim(args, env, errlog, ready_w)
+                else:
+                    # cwd "/": the shim outlives the CLI and must not pin the caller's
+                    # directory
+                    pid = subprocess.Popen(
+                        [sys.executable, "-m", "pyimg.runtime.shim", *args],
+                        stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
+                        start_new_session=True, close_fds=True, pass_fds=(ready_w,), cwd="/",
+                        env={**os.environ, **env}).pid
+            finally:
+                os.close(errlog)
+                os.close(ready_w)
+            self._wait_for_shim(c, ready_r, pid)
         finally:
-            errlog.close()
-        self._wait_for_shim(c)
+            os.close(ready_r)
 
     def reset(self, c: Container) -> None:
         """Forget the last run's status (for `start`); logs and the bundle stay."""
         d = self.dir(c.id)
-        for name in ("exit.json", "started", "shim.pid", "shim.sock"):
+        for name in ("exit.json", "started", "shim.pid", "shim.start", "shim.sock"):
             with contextlib.suppress(FileNotFoundError):
                 (d / name).unlink()
 
-    def _wait_for_shim(self, c: Container, timeout: float = 30.0) -> None:
-        d = self.dir(c.id)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if (d / "shim.pid").exists() and (d / "shim.sock").exists():
+    def _wait_for_shim(self, c: Container, ready: int, pid: int,
+                       timeout: float = 30.0) -> None:
+        """Until the shim writes to ``ready`` (up), or closes it or exits (failed)."""
+        import select
+
+        try:
+            watch = [ready, os.pidfd_open(pid)]
+        except OSError:  # gone already (or no pidfd): the pipe alone tells
+            watch = [ready]
+        try:
+            readable, _, _ = select.select(watch, [], [], timeout)
+            if ready in readable and os.read(ready, 1) == b"1":
                 return
-            status = self.exit_status(c)
-            if status is not None:
-                raise FailedPrecondition(f"container {c.short} failed to start:"
-                                         f" {status.get('error', 'see its logs')}")
-            time.sleep(0.01)
-        raise FailedPrecondition(f"container {c.short}: shim did not come up",
-                                 hint=f"see {d / 'shim.log'}")
+        finally:
+            for fd in watch[1:]:
+                os.close(fd)
+        if not readable:
+            raise FailedPrecondition(f"container {c.short}: shim did not come up",
+                                     hint=f"see {self.dir(c.id) / 'shim.log'}")
+        status = self.exit_status(c)
+        raise FailedPrecondition(f"container {c.short} failed to start:"
+                                 f" {(status or {}).get('error', 'see its logs')}",
+                                 hint=None if status else f"see {self.dir(c.id) / 'shim.log'}")
 
     def request(self, c: Container, msg: dict[str, Any], timeout: float | None = None
                 ) -> dict[str, Any]:
@@ -207,6 +245,59 @@ class Containers:
     def forget(self, c: Container) -> None:
         shutil.rmtree(self.dir(c.id), ignore_errors=True)
         shutil.rmtree(self.runtime_root / c.id, ignore_errors=True)
+
+
+def _fork_shim(args: list[str], env: dict[str, str], log: int, ready: int) -> int:
+    """The shim as a fork of this (single-threaded) process: its pid.
+
+    The child is what ``python -m pyimg.runtime.shim`` would be: a session of its
+    own in "/", stdin /dev/null, stdout and stderr to ``log``, no other fd of
+    ours but ``ready``, SIGINT ignored, other signals default.  It never returns
+    into the caller's code, and leaves with ``os._exit`` (no atexit handler and
+    no finaliser of ours runs in it).
+    """
+    for stream in (sys.stdout, sys.stderr):  # or the child would write it out again
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        import gc
+        import resource
+        import signal
+
+        gc.freeze()  # our objects are not the shim's to collect (file objects: fds)
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD, signal.SIGALRM):
+            signal.signal(sig, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        os.closerange(3, ready)
+        os.closerange(ready + 1, soft if 0 < soft < 1 << 20 else 1 << 20)
+        os.chdir("/")
+        os.environ.update(env)
+        from pyimg.runtime import shim
+
+        code = shim.main(args)
+    except SystemExit as exc:  # argparse
+        code = exc.code if isinstance(exc.code, int) else 2
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            import traceback
+
+            traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)
 
 
 def readline(s: socket.socket) -> bytes:

@@ -10,21 +10,52 @@ anything unusual still go through click, which stays the reference CLI.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 _GLOBAL_VALUE = ("--root", "--config", "--state")
 _FAST = ("create", "start", "state", "kill", "delete", "run")
+_console = False  # main() runs: this process is the `pyimg` command
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global _console
+    _console = True
     args = list(sys.argv[1:] if argv is None else argv)
     fast = _split_runtime(args)
     if fast is not None:
-        sys.exit(_run_fast(*fast))
+        finish(_run_fast(*fast))
     from pyimg.cli import main as cli_main
 
     cli_main(args)
+
+
+def finish(code: int) -> NoReturn:
+    """Exit with ``code`` -- at once when this process is the `pyimg` command and
+    nothing is left running in it (no other non-daemon thread, no multiprocessing
+    child): output flushed, then ``os._exit``, which skips the interpreter's
+    teardown (freeing every module and object: ~10 ms, a quarter of `runc run`).
+    Callers use it where their work is done (nothing left for atexit)."""
+    if _console and _nothing_running():
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)  # let the usual exit report it (e.g. a closed stdout)
+        os._exit(code)
+    sys.exit(code)
+
+
+def _nothing_running() -> bool:
+    threading = sys.modules.get("threading")
+    if threading is not None and any(
+            t.is_alive() and not t.daemon for t in threading.enumerate()
+            if t is not threading.main_thread()):
+        return False
+    mp = sys.modules.get("multiprocessing")
+    return mp is None or not mp.active_children()
 
 
 def _split_runtime(args: list[str]) -> tuple[dict[str, str | bool], list[str]] | None:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +21,12 @@ from pyimg.runtime.signals import parse_signal
 
 if TYPE_CHECKING:
     from pyimg.api import Store
-    from pyimg.oci import Platform
+    from pyimg.digest import Digest
+    from pyimg.oci import Descriptor, ImageConfig, Platform
     from pyimg.runtime.spec import RunOptions
+    from pyimg.snapshotters import Snapshotter
 
 STOP_TIMEOUT = 10.0
-
 
 
 def snapshot_key(c: Container) -> str:
@@ -37,29 +37,56 @@ def create(store: Store, containers: Containers, image: str, options: RunOptions
            name: str | None = None, rm: bool = False, stdin: bool = False,
            platform: Platform | None = None) -> Container:
     """Prepare the rootfs snapshot, mount it, write the bundle; no process yet."""
+    ready = _unpacked(store, image, platform)
+    if ready is not None:
+        try:
+            return _create(store, containers, image, options, ready, name=name, rm=rm,
+                           stdin=stdin, guessed=True)
+        except _NoOverlay:
+            pass  # overlay worked for this store once, not now: probe and decide as below
     from pyimg import api
+
+    unpacked = api.unpack_image(store, image, platform=platform)
+    parts = api.local_parts(store, image, platform)
+    return _create(store, containers, image, options,
+                   (parts.config, api.snapshotter(store), str(unpacked.chain_id)),
+                   name=name, rm=rm, stdin=stdin, guessed=False)
+
+
+class _NoOverlay(Exception):
+    """The overlay snapshotter, chosen without a probe, cannot mount here."""
+
+
+def _create(store: Store, containers: Containers, image: str, options: RunOptions,
+            ready: tuple[ImageConfig, Snapshotter, str], *, name: str | None, rm: bool,
+            stdin: bool, guessed: bool) -> Container:
+    from dataclasses import replace
+
     from pyimg.mount import mount_all
     from pyimg.runtime.bundle import write_config
     from pyimg.runtime.spec import generate_spec
 
-    unpacked = api.unpack_image(store, image, platform=platform)
-    parts = api.local_parts(store, image, platform)
-    sn = api.snapshotter(store)
+    config, sn, chain_id = ready
     cid, name = containers.new_id(name)
     options = replace(options, hostname=options.hostname or cid[:12],
                       cgroups_path=options.cgroups_path or f"/pyimg/{cid}")
-    stop_signal = parts.config.config.get("StopSignal")
-    c = Container(cid, name, image, str(unpacked.chain_id), sn.name, [], time.time(), rm=rm,
+    stop_signal = config.config.get("StopSignal")
+    c = Container(cid, name, image, chain_id, sn.name, [], time.time(), rm=rm,
                   tty=options.tty, stdin=stdin,
                   stop_signal=stop_signal if isinstance(stop_signal, str) else "")
     bundle = containers.dir(cid) / "bundle"
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True, mode=0o700)
     bundle.chmod(0o700)
-    mounts = sn.prepare(snapshot_key(c), str(unpacked.chain_id))
+    mounts = sn.prepare(snapshot_key(c), chain_id)
     try:
-        mount_all(mounts, str(rootfs))
-        spec = generate_spec(parts.config, rootfs, options)
+        try:
+            mount_all(mounts, str(rootfs))
+        except OSError as exc:
+            if guessed and sn.name == "overlay":
+                raise _NoOverlay from exc
+            raise
+        spec = generate_spec(config, rootfs, options)
         write_config(bundle, spec)
         c.command = list(spec["process"]["args"])
         linux = spec.get("linux", {})
@@ -71,6 +98,77 @@ def create(store: Store, containers: Containers, image: str, options: RunOptions
         containers.forget(c)
         raise
     return c
+
+
+_SNAPSHOT_LABEL = "containerd.io/gc.ref.snapshot."  # + snapshotter: chain id (api.unpack_image)
+
+
+def _unpacked(store: Store, image: str, platform: Platform | None
+              ) -> tuple[ImageConfig, Snapshotter, str] | None:
+    """(config, snapshotter, chain id) when ``image`` is unpacked already, else None.
+
+    What `api.unpack_image` would find, without importing the unpack machinery
+    or probing overlay support (a real overlay mount, 7-35 ms): the image config
+    carries the chain id of its snapshot per snapshotter (the gc label), and the
+    snapshot is committed.  The snapshotter is ``$PYIMG_SNAPSHOTTER``, else
+    overlay: an overlay chain in this store means overlay mounts worked here (and
+    if not any more, :func:`create` falls back to probing).  Anything unusual
+    (no label, another platform, a native-only store) → None: the full path.
+    """
+    import os
+
+    from pyimg import api
+    from pyimg.snapshotters import Kind
+
+    sn_name = os.environ.get("PYIMG_SNAPSHOTTER") or "overlay"
+    if sn_name not in ("overlay", "native"):
+        return None
+    try:
+        config = _image_config(store, api.resolve_local(store, image).target, platform)
+        if config is None:
+            return None
+        with store.meta.transaction() as tx:
+            chain_id = tx.labels(config[0]).get(_SNAPSHOT_LABEL + sn_name)
+        if not chain_id:
+            return None
+        sn = api.snapshotter(store, sn_name)
+        if sn.stat(chain_id).kind is not Kind.COMMITTED:
+            return None
+    except NotFound:
+        return None
+    return config[1], sn, chain_id
+
+
+def _image_config(store: Store, target: Descriptor, platform: Platform | None
+                  ) -> tuple[Digest, ImageConfig] | None:
+    """(config digest, config) of ``target`` for ``platform`` (host default) when the
+    store has it, the way ``pyimg.unpack.image_parts`` picks it (None: let it say
+    what is wrong)."""
+    from pyimg import oci
+
+    wanted = platform or oci.Platform.host()
+    candidates: list[tuple[Descriptor, oci.Manifest]] = []
+    todo = [target]
+    while todo:
+        desc = todo.pop(0)
+        if not store.content.exists(desc.digest):
+            continue
+        if oci.is_manifest(desc.media_type):
+            candidates.append((desc, oci.parse_manifest(store.content.read(desc),
+                                                        desc.media_type)))
+        elif oci.is_index(desc.media_type):
+            todo[:0] = [child for child in oci.parse_index(store.content.read(desc),
+                                                           desc.media_type).manifests
+                        if oci.is_manifest(child.media_type) or oci.is_index(child.media_type)]
+    for desc, manifest in candidates:
+        if desc.platform is None or wanted.matches(desc.platform):
+            config = oci.parse_config(store.content.read(manifest.config))
+            if desc.platform is not None or wanted.matches(config.platform) or len(
+                    candidates) == 1:
+                if len(manifest.layers) != len(config.diff_ids):
+                    return None
+                return manifest.config.digest, config
+    return None
 
 
 def start(containers: Containers, c: Container, *, auto_remove: bool = False,

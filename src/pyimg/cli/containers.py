@@ -82,6 +82,7 @@ def run(obj, detach, rm, interactive, tty, name, env, env_file, workdir, user, v
     """Run a command in a new container (pulls the image if missing)."""
     from pyimg import api
     from pyimg import run as runmod
+    from pyimg.entry import finish
     from pyimg.errors import NotFound
     from pyimg.oci import Platform
     from pyimg.runtime.spec import RunOptions, parse_cpus, parse_size, parse_tmpfs, parse_volume
@@ -107,17 +108,19 @@ def run(obj, detach, rm, interactive, tty, name, env, env_file, workdir, user, v
     try:
         if detach:
             runmod.start(cs, c, auto_remove=rm, store_root=settings.root)
-            click.echo(c.id)
-            return
-        code, shim_removes = _attach_and_run(cs, c, interactive, tty, rm=rm,
-                                             store_root=settings.root)
+        else:
+            code, shim_removes = _attach_and_run(cs, c, interactive, tty, rm=rm,
+                                                 store_root=settings.root)
     except BaseException:
         if rm:  # never started (or we were interrupted): don't leave it behind
             _remove_quietly(settings, cs, c)
         raise
+    if detach:
+        click.echo(c.id)
+        finish(0)  # the shim has the container (and removes it with --rm)
     if rm:
         _remove_after_run(settings, cs, c, shim_removes)
-    sys.exit(code)
+    finish(code)  # all done: the store is closed, the container gone or detached
 
 
 def _remove_quietly(settings, cs, c) -> None:  # type: ignore[no-untyped-def]
@@ -355,23 +358,52 @@ def start(obj, attach, interactive, containers):  # type: ignore[no-untyped-def]
 
 
 @click.command("inspect")
-@click.argument("container")
+@click.argument("name")
+@click.option("-f", "--format", "fmt", default="json", show_default=True,
+              help="json, table (images), or a '{{.Field}}' template, e.g. '{{.Config.Cmd}}'.")
+@click.option("--field", metavar="PATH",
+              help="Print one value, e.g. Config.Cmd or Layers.0.Digest.")
+@click.option("--raw", type=click.Choice(["manifest", "config"]),
+              help="Print the image's manifest (what REF names: index or manifest) or config"
+                   " exactly as stored.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="Platform of a multi-platform image (default: this host's).")
+@click.option("--type", "kind", type=click.Choice(["container", "image"]),
+              help="Only look for this kind of object.")
+@click.option("--remote", is_flag=True, help="Read the image from its registry even when stored.")
 @click.pass_obj
-def inspect_container(obj, container):  # type: ignore[no-untyped-def]
-    """Show a container's record, status and exit status as JSON.
+def inspect_container(obj, name, fmt, field, raw, platform, kind, remote):  # type: ignore[no-untyped-def]
+    """Show a container (record, status, exit status) or an image as JSON.
 
-    (Image inspection joins this verb with the inspection issue.)"""
+    A container of that name or id wins; otherwise NAME is an image: stored,
+    or remote (a registry reference, oci:PATH[:TAG], docker-archive:PATH[:REF]),
+    of which only the index, manifest and config are fetched."""
+    from pyimg.cli.inspect import render_view, show_image
+    from pyimg.errors import NotFound
+
+    image_only = raw is not None or platform is not None or remote
+    if kind != "image" and not image_only:
+        try:
+            view = _container_view(obj, name)
+        except NotFound:
+            if kind == "container":
+                raise
+        else:
+            render_view(view, "json" if fmt == "table" else fmt, field)
+            return
+    show_image(obj, name, fmt=fmt, raw=raw, platform=platform, field=field, remote=remote)
+
+
+def _container_view(obj: Any, container: str) -> dict[str, Any]:
     cs = _containers(obj)
     c = cs.find(container)
     spec = json.loads((cs.dir(c.id) / "bundle" / "config.json").read_text())
-    json.dump({"id": c.id, "name": c.name, "image": c.image, "command": c.command,
-               "created": datetime.datetime.fromtimestamp(c.created, datetime.UTC).isoformat(),
-               "status": cs.status(c), "exit": cs.exit_status(c),
-               "bundle": str(cs.dir(c.id) / "bundle"), "hostname": spec.get("hostname"),
-               "process": {k: spec["process"].get(k) for k in ("args", "env", "cwd", "user")},
-               "resources": spec.get("linux", {}).get("resources")},
-              sys.stdout, indent=2)
-    click.echo()
+    return {"id": c.id, "name": c.name, "image": c.image, "command": c.command,
+            "created": datetime.datetime.fromtimestamp(c.created, datetime.UTC).isoformat(),
+            "status": cs.status(c), "exit": cs.exit_status(c),
+            "bundle": str(cs.dir(c.id) / "bundle"), "hostname": spec.get("hostname"),
+            "process": {k: spec["process"].get(k) for k in ("args", "env", "cwd", "user")},
+            "resources": spec.get("linux", {}).get("resources")}
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})

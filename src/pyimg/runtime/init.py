@@ -15,6 +15,8 @@ handshake.
 
 Nothing here may import lazily after ``pivot_root``: the host's Python
 library is out of reach from then on, so every module is imported up front.
+In a user namespace it may be out of reach even before (a library under
+/root is not searchable by the namespace's root, host uid 100000 say).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def _load_seccomp(spec: Mapping[str, Any]) -> ModuleType | None:
     mod = importlib.import_module("pyimg.runtime.seccomp")
     preload = getattr(mod, "preload", None) or getattr(mod, "_libseccomp", None)
     if preload is not None:
-        preload()
+        # the spec lets seccomp read (or compile and write) its cached BPF program
+        # now, while the host's /run is reachable: then no libseccomp at all
+        preload(spec["linux"]["seccomp"])
     return mod
 
 
@@ -77,13 +81,14 @@ def stage1(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> N
     linux.prctl(linux.PR_SET_DUMPABLE, 0)  # /proc/<pid>/exe of the host python: hidden
     join = [(str(t), str(p)) for t, p in cfg.get("join", [])]
     new = [str(t) for t in cfg.get("new", [])]
+    # the exec fifo is opened here, as the host's root: the state directory is
+    # private (0700), out of reach of a user namespace's root (runc passes an
+    # O_PATH fd too).  Stage 2 reopens it through /proc/self/fd.
+    fifo_fd = os.open(str(cfg["fifo"]), os.O_PATH | os.O_CLOEXEC) if cfg.get("fifo") else -1
+    set_oom_score_adj(cfg["spec"].get("process") or {})
     join_namespaces(join)
     if "user" in new:
-        linux.unshare(linux.CLONE_NEWUSER)
-        ch.send(USERNS)
-        _expect_continue(ch)
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        enter_user_namespace(ch)
     flags = 0
     for t in new:
         if t not in ("user", "cgroup"):  # cgroup: stage 2, once it is in its cgroup
@@ -92,9 +97,23 @@ def stage1(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> N
         linux.unshare(flags)
     pid = os.fork()  # safe: this process has exactly one thread
     if pid == 0:
-        stage2(ch, cfg, seccomp)
+        stage2(ch, cfg, seccomp, fifo_fd)
     ch.send(PID, pid=pid)
     os._exit(0)
+
+
+def enter_user_namespace(ch: Channel) -> None:
+    """runc's nsexec order: unshare(CLONE_NEWUSER) alone and first, let the launcher
+    (root in the parent namespace) write uid_map and gid_map, then become root
+    of the new namespace.  The other namespaces are created afterwards, so the
+    user namespace owns them (mounting proc, sysfs, mqueue needs that)."""
+    _Stage.name = "user namespace"
+    linux.unshare(linux.CLONE_NEWUSER)
+    ch.send(USERNS)
+    _expect_continue(ch)  # the maps are written (or the launcher gave up)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    _Stage.name = "namespaces"
 
 
 def join_namespaces(join: Sequence[tuple[str, str]]) -> None:
@@ -172,7 +191,8 @@ def _allocate_console(sock: socket.socket) -> None:
         os.close(slave)
 
 
-def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> NoReturn:
+def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None,
+           fifo_fd: int) -> NoReturn:
     try:
         _Stage.name = "init"
         _expect_continue(ch)
@@ -186,7 +206,7 @@ def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> N
         if "network" in new:
             rootfs.loopback_up()
         console = _console_socket() if spec["process"].get("terminal") else None
-        fifo_fd = setup_rootfs(cfg, spec)
+        setup_rootfs(cfg, spec)
         if console is not None:
             _allocate_console(console)
         ch.send("ready")
@@ -201,24 +221,32 @@ def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None) -> N
         fail(ch, exc)
 
 
-def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> int:
-    """Build the root filesystem and pivot into it; returns an O_PATH fd of the fifo."""
+def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Build the root filesystem and pivot into it."""
     _Stage.name = "rootfs"
     lx = spec.get("linux", {})
+    userns = "user" in cfg.get("new", []) or any(t == "user" for t, _ in cfg.get("join", []))
     prop, _, _ = rootfs.parse_options([lx.get("rootfsPropagation") or "rslave"])
     linux.mount(None, "/", None, prop or linux.MS_SLAVE | linux.MS_REC)
     root = str(cfg["rootfs"])
-    linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
+    try:
+        linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
+    except PermissionError as exc:
+        if not userns:
+            raise
+        raise PermissionError(exc.errno, f"{exc.strerror} (in a user namespace the "
+                              "container's root must be able to reach the rootfs: every "
+                              "directory above it needs search permission for others, "
+                              "as with runc)", root) from exc
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    fifo_fd = os.open(str(cfg["fifo"]), os.O_PATH | os.O_CLOEXEC)
     try:
         mounts = spec.get("mounts", [])
         for m in mounts:
             _Stage.name = f"mount {m.get('destination')}"
-            rootfs.mount_entry(root_fd, str(cfg["bundle"]), m)
+            rootfs.mount_entry(root_fd, str(cfg["bundle"]), m, lx if userns else None)
         _Stage.name = "rootfs"
         if any(m.get("destination") == "/dev" and m.get("type") != "bind" for m in mounts):
-            rootfs.create_devices(root_fd, lx.get("devices", []))
+            rootfs.create_devices(root_fd, lx.get("devices", []), userns)
         cwd = str(spec.get("process", {}).get("cwd") or "/")
         os.close(rootfs.resolve(root_fd, cwd, "dir"))  # runc creates a missing cwd
         rootfs.pivot(root_fd)
@@ -230,7 +258,6 @@ def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> int:
     if spec.get("root", {}).get("readonly"):
         rootfs.readonly_root()
     rootfs.set_hostname(spec.get("hostname"))
-    return fifo_fd
 
 
 # The process -----------------------------------------------------------------------------
@@ -238,13 +265,10 @@ def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> int:
 
 def finalize(ch: Channel, process: Mapping[str, Any], seccomp_spec: Any,
              seccomp: ModuleType | None) -> NoReturn:
-    """rlimits, OOM score, umask, user, capabilities, no_new_privs, fds, cwd,
+    """rlimits, umask, user, capabilities, no_new_privs, fds, cwd,
     seccomp (last), exec.  Shared by stage 2 and ``exec_in``."""
     _Stage.name = "process"
     set_rlimits(process.get("rlimits") or [])
-    if process.get("oomScoreAdj") is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(int(process["oomScoreAdj"])))
     os.umask(int(process.get("user", {}).get("umask", 0o022)))
     if process.get("terminal"):
         console = _console_socket()
@@ -274,6 +298,20 @@ def finalize(ch: Channel, process: Mapping[str, Any], seccomp_spec: Any,
         seccomp.install(seccomp_spec)
     _Stage.name, _Stage.command = "exec", args[0]
     os.execvpe(args[0], args, env)
+
+
+def set_oom_score_adj(process: Mapping[str, Any]) -> None:
+    """``process.oomScoreAdj``, written by stage 1 as the host's root before any
+    namespace (as runc's nsexec does); stage 2 and the command inherit it.
+
+    Later, in a user namespace, /proc/self of this non-dumpable process belongs
+    to the host's root, whom the namespace does not map: the write would fail.
+    """
+    if process.get("oomScoreAdj") is not None:
+        _Stage.name = "process"
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(int(process["oomScoreAdj"])))
+        _Stage.name = "namespaces"
 
 
 def clamp_rlimit(value: int, limit: int) -> int:
@@ -365,8 +403,14 @@ def main(argv: Sequence[str]) -> NoReturn:
         msg = ch.recv()
         if msg["type"] != CONFIG:
             raise RuntimeError(f"expected config, got {msg['type']}")
-        if (msg["spec"].get("process") or {}).get("terminal"):
-            import fcntl  # noqa: F401 - for _controlling_terminal, after pivot_root
+        terminal = (msg["spec"].get("process") or {}).get("terminal")
+        if terminal or "network" in (msg.get("new") or []):
+            # for _controlling_terminal (after pivot_root) and rootfs.loopback_up:
+            # a user namespace's root may not even reach the host's Python
+            # library (e.g. under /root), so import them as the host's root now
+            import fcntl  # noqa: F401
+            import struct  # noqa: F401
+        if terminal:
             import termios  # noqa: F401
         stage1(ch, msg, _load_seccomp(msg["spec"]))
     except BaseException as exc:

@@ -52,11 +52,13 @@ from pyimg.runtime.sync import (
     ProtocolError,
     error,
     handshake,
+    host_id,
     recv,
     spawn,
 )
 
 CgroupHook = Callable[[int], None]
+CgroupCleanup = Callable[[ContainerState], None]
 Stdio = tuple[int, int, int]
 _NS_TYPES = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")
 _PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
@@ -89,18 +91,48 @@ def _namespaces(spec: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[st
     return join, new
 
 
+def _root_ids(spec: Mapping[str, Any], join: list[tuple[str, str]],
+              new: list[str]) -> tuple[int, int] | None:
+    """The host (uid, gid) of the container's root when it gets a new user
+    namespace, else None.  Checks the mappings as runc's config validation does."""
+    lx = spec.get("linux") or {}
+    uids, gids = lx.get("uidMappings") or [], lx.get("gidMappings") or []
+    if "user" not in new:
+        if (uids or gids) and not any(t == "user" for t, _ in join):
+            raise InvalidArgument("uidMappings/gidMappings need a user namespace: add "
+                                  '{"type": "user"} to linux.namespaces')
+        return None
+    ids = []
+    for name, maps in (("uid", uids), ("gid", gids)):
+        if not isinstance(maps, list) or not maps:
+            raise InvalidArgument(f"a new user namespace needs linux.{name}Mappings")
+        try:
+            root = host_id(maps, 0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgument(f"linux.{name}Mappings: each entry needs integer "
+                                  "containerID, hostID and size") from exc
+        if root is None:
+            raise InvalidArgument(f"linux.{name}Mappings map no host {name} to the "
+                                  f"container's root ({name} 0)")
+        ids.append(root)
+    return ids[0], ids[1]
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _create(cid: str, bundle: Path, state_root: Path, stdio: Stdio, pid_file: Path | None,
-            cgroup_hook: CgroupHook | None) -> tuple[ContainerState, Channel]:
+            cgroup_hook: CgroupHook | None,
+            cgroup_cleanup: CgroupCleanup | None) -> tuple[ContainerState, Channel]:
     bundle = Path(bundle).resolve()
     spec = load_spec(bundle)
     root = Path(spec.get("root", {}).get("path") or "rootfs")
     rootfs = (bundle / root).resolve()
     if not rootfs.is_dir():
         raise NotFound(f"rootfs {rootfs} does not exist")
+    join, new = _namespaces(spec)
+    root_ids = _root_ids(spec, join, new)
     sdir = _state.state_dir(state_root, cid)
     Path(state_root).mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -113,7 +145,8 @@ def _create(cid: str, bundle: Path, state_root: Path, stdio: Stdio, pid_file: Pa
     try:
         _state.save(state_root, st)
         os.mkfifo(sdir / EXEC_FIFO, 0o622)
-        join, new = _namespaces(spec)
+        if root_ids is not None:  # as runc: the container's root opens it for writing
+            os.chown(sdir / EXEC_FIFO, *root_ids)
         cfg = {"mode": "create", "spec": spec, "bundle": str(bundle), "rootfs": str(rootfs),
                "fifo": str(sdir / EXEC_FIFO), "join": join, "new": new}
         proc, ch = spawn(stdio)
@@ -145,21 +178,25 @@ def _create(cid: str, bundle: Path, state_root: Path, stdio: Stdio, pid_file: Pa
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
+        if cgroup_cleanup is not None:  # the hook may have run: its cgroup goes too
+            with contextlib.suppress(Exception):
+                cgroup_cleanup(st)
         shutil.rmtree(sdir, ignore_errors=True)
         raise
 
 
 def create(cid: str, bundle: Path, state_root: Path, *, stdio: Stdio = (0, 1, 2),
-           pid_file: Path | None = None,
-           cgroup_hook: CgroupHook | None = None) -> ContainerState:
+           pid_file: Path | None = None, cgroup_hook: CgroupHook | None = None,
+           cgroup_cleanup: CgroupCleanup | None = None) -> ContainerState:
     """Create container ``cid`` from ``bundle``: status ``created`` on return.
 
     Init has set up namespaces and the root filesystem and waits on
     ``exec.fifo``; ``cgroup_hook(pid)`` ran before that.  Raises
-    :class:`AlreadyExists`, :class:`NotFound` (bundle) or :class:`LaunchError`.
+    :class:`AlreadyExists`, :class:`NotFound` (bundle) or :class:`LaunchError`;
+    on failure ``cgroup_cleanup`` removes what the hook made.
     """
     st, ch = _create(_state.check_id(cid), Path(bundle), Path(state_root), stdio, pid_file,
-                     cgroup_hook)
+                     cgroup_hook, cgroup_cleanup)
     ch.close()
     return st
 
@@ -287,7 +324,7 @@ def run(cid: str, bundle: Path, state_root: Path, *, stdio: Stdio = (0, 1, 2),
     was = _subreaper(True)
     try:
         st, ch = _create(_state.check_id(cid), Path(bundle), state_root, stdio, pid_file,
-                         cgroup_hook)
+                         cgroup_hook, cgroup_cleanup)
         try:
             start(cid, state_root)
             try:

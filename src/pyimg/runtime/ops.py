@@ -48,7 +48,8 @@ def create(root: Path, bundle: Path, pid_file: Path | None, cid: str) -> None:
     from pyimg.runtime import launcher
 
     bundle = bundle.resolve()
-    launcher.create(cid, bundle, root, pid_file=pid_file, cgroup_hook=_hook(bundle, root, cid))
+    launcher.create(cid, bundle, root, pid_file=pid_file, cgroup_hook=_hook(bundle, root, cid),
+                    cgroup_cleanup=_cleanup(root, cid))
 
 
 def start(root: Path, cid: str) -> None:

@@ -45,10 +45,11 @@ _PROPAGATION: dict[str, int] = {
     "slave": linux.MS_SLAVE, "rslave": linux.MS_SLAVE | linux.MS_REC,
     "unbindable": linux.MS_UNBINDABLE, "runbindable": linux.MS_UNBINDABLE | linux.MS_REC,
 }
-#: runc's default devices: name → (major, minor)
+#: runc's default devices, in runc's order (visible as bind mounts in a user
+#: namespace): name → (major, minor)
 DEFAULT_DEVICES: dict[str, tuple[int, int]] = {
-    "null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
-    "tty": (5, 0),
+    "null": (1, 3), "random": (1, 8), "full": (1, 7), "tty": (5, 0), "zero": (1, 5),
+    "urandom": (1, 9),
 }
 DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
     ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
@@ -143,11 +144,21 @@ def resolved(root_fd: int, path: str, create: str | None = None) -> Iterator[str
 # Mounts ------------------------------------------------------------------------------
 
 
-def mount_entry(root_fd: int, bundle: str, m: Mapping[str, Any]) -> None:
-    """Perform one ``mounts[]`` entry of the spec under the root."""
+def mount_entry(root_fd: int, bundle: str, m: Mapping[str, Any],
+                userns: Mapping[str, Any] | None = None) -> None:
+    """Perform one ``mounts[]`` entry of the spec under the root.
+
+    ``userns`` is the spec's ``linux`` object when the container has a user
+    namespace: devpts then drops a ``gid=``/``uid=`` the namespace does not
+    map (runc does the same for gid=5), and a sysfs or mqueue the kernel
+    refuses (sysfs needs a network namespace owned by the user namespace,
+    mqueue an IPC one) becomes a recursive bind of the host's, as in runc.
+    """
     dest = str(m["destination"])
     mtype = str(m.get("type") or "")
     options = [str(o) for o in m.get("options") or []]
+    if userns is not None and mtype == "devpts":
+        options = _mapped_owner_options(options, userns)
     flags, prop, data = parse_options(options)
     source = str(m.get("source") or mtype or "none")
     if mtype == "bind" or flags & linux.MS_BIND:
@@ -157,10 +168,36 @@ def mount_entry(root_fd: int, bundle: str, m: Mapping[str, Any]) -> None:
         mount_cgroup(root_fd, dest, flags)
         return
     with resolved(root_fd, dest, "dir") as target:
-        linux.mount(source, target, mtype, flags & ~linux.MS_REMOUNT, data or None)
+        try:
+            linux.mount(source, target, mtype, flags & ~linux.MS_REMOUNT, data or None)
+        except PermissionError:
+            fallback = _USERNS_BIND_FALLBACK.get(mtype)
+            if userns is None or fallback is None:
+                raise
+            _bind(root_fd, bundle, dest, fallback, flags | linux.MS_BIND | linux.MS_REC, prop)
+            return
     if prop:
         with resolved(root_fd, dest) as target:
             linux.mount(None, target, None, prop)
+
+
+#: filesystem → host path bound instead when a user namespace may not mount it
+_USERNS_BIND_FALLBACK = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}
+
+
+def _mapped_owner_options(options: Sequence[str], lx: Mapping[str, Any]) -> list[str]:
+    """``options`` without ``uid=N``/``gid=N`` when N has no mapping (EINVAL else)."""
+    out = []
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key in ("uid", "gid") and value.isdigit():
+            maps = lx.get(f"{key}Mappings") or []
+            first_last = [(int(x["containerID"]), int(x["containerID"]) + int(x["size"]))
+                          for x in maps]
+            if not any(a <= int(value) < b for a, b in first_last):
+                continue
+        out.append(opt)
+    return out
 
 
 def _bind(root_fd: int, bundle: str, dest: str, source: str, flags: int, prop: int) -> None:
@@ -171,7 +208,10 @@ def _bind(root_fd: int, bundle: str, dest: str, source: str, flags: int, prop: i
     extra = flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
     if extra:  # ro/nosuid/nodev/noexec apply only through a remount of the new mount
         with resolved(root_fd, dest) as target:
-            linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | extra)
+            # flags the source mount had stay: in a user namespace they are locked
+            # and a remount without them fails with EPERM
+            linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | extra
+                        | locked_flags(target))
     if prop:
         with resolved(root_fd, dest) as target:
             linux.mount(None, target, None, prop)
@@ -251,13 +291,18 @@ def _dev_dir(root_fd: int) -> int:
         os.close(fd)
 
 
-def create_devices(root_fd: int, devices: Sequence[Mapping[str, Any]]) -> None:
-    """runc's default devices, the spec's ``linux.devices``, /dev symlinks and ptmx."""
+def create_devices(root_fd: int, devices: Sequence[Mapping[str, Any]],
+                   userns: bool = False) -> None:
+    """runc's default devices, the spec's ``linux.devices``, /dev symlinks and ptmx.
+
+    In a user namespace mknod(2) of a device is refused: each node is then a
+    bind mount of the host's, as runc does.
+    """
     dev = _dev_dir(root_fd)
     old = os.umask(0)
     try:
         for name, (major, minor) in DEFAULT_DEVICES.items():
-            _mknod(dev, name, stat.S_IFCHR | 0o666, major, minor, 0, 0)
+            _mknod(dev, name, stat.S_IFCHR | 0o666, major, minor, 0, 0, f"/dev/{name}", userns)
         for target, name in DEV_SYMLINKS:
             if name == "core" and not os.path.exists("/proc/kcore"):
                 continue  # runc links /dev/core only where the kernel has kcore
@@ -270,28 +315,37 @@ def create_devices(root_fd: int, devices: Sequence[Mapping[str, Any]]) -> None:
         os.umask(old)
         os.close(dev)
     for d in devices:
-        _spec_device(root_fd, d)
+        _spec_device(root_fd, d, userns)
 
 
 def _mknod(dev_fd: int, name: str, mode: int, major: int, minor: int,
-           uid: int, gid: int) -> None:
+           uid: int, gid: int, host_path: str, userns: bool) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dev_fd)
+    if not (userns and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode))):
+        try:
+            os.mknod(name, mode, os.makedev(major, minor), dir_fd=dev_fd)
+        except PermissionError:
+            if not userns:
+                raise
+        else:
+            os.chown(name, uid, gid, dir_fd=dev_fd, follow_symlinks=False)
+            return
+    _bind_device(dev_fd, name, host_path)
+
+
+def _bind_device(dev_fd: int, name: str, host_path: str) -> None:
+    """runc's ``bindMountDeviceNode``: an empty file with the host's node bound on it."""
+    os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                     dir_fd=dev_fd))
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev_fd)
     try:
-        os.mknod(name, mode, os.makedev(major, minor), dir_fd=dev_fd)
-    except PermissionError:  # a user namespace: bind the host's node instead
-        os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=dev_fd))
-        with contextlib.suppress(OSError):
-            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev_fd)
-            try:
-                linux.mount(f"/dev/{name}", fd_path(fd), "bind", linux.MS_BIND)
-            finally:
-                os.close(fd)
-        return
-    os.chown(name, uid, gid, dir_fd=dev_fd, follow_symlinks=False)
+        linux.mount(host_path, fd_path(fd), "bind", linux.MS_BIND)
+    finally:
+        os.close(fd)
 
 
-def _spec_device(root_fd: int, d: Mapping[str, Any]) -> None:
+def _spec_device(root_fd: int, d: Mapping[str, Any], userns: bool) -> None:
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
     path = str(d["path"])
     parent, _, name = path.rstrip("/").rpartition("/")
@@ -304,7 +358,7 @@ def _spec_device(root_fd: int, d: Mapping[str, Any]) -> None:
     try:
         mode = kinds[str(d.get("type", "c"))] | (int(d.get("fileMode", 0o666)) & 0o7777)
         _mknod(dir_fd, name, mode, int(d.get("major", 0)), int(d.get("minor", 0)),
-               int(d.get("uid", 0)), int(d.get("gid", 0)))
+               int(d.get("uid", 0)), int(d.get("gid", 0)), path, userns)
     finally:
         os.umask(old)
         os.close(dir_fd)
@@ -351,25 +405,37 @@ def readonly_paths(paths: Sequence[str]) -> None:
             linux.mount(path, path, "bind", linux.MS_BIND | linux.MS_REC)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        flags = _locked_flags(path)
         linux.mount(None, path, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
-                    | linux.MS_REC | flags)
+                    | linux.MS_REC | locked_flags(path))
 
 
-def _locked_flags(path: str) -> int:
-    """nosuid/nodev/noexec of the mount at ``path``: a bind remount must keep them."""
+_LOCKABLE = ((os.ST_NOSUID, linux.MS_NOSUID), (os.ST_NODEV, linux.MS_NODEV),
+             (os.ST_NOEXEC, linux.MS_NOEXEC), (os.ST_NOATIME, linux.MS_NOATIME),
+             (os.ST_NODIRATIME, linux.MS_NODIRATIME), (os.ST_RELATIME, linux.MS_RELATIME))
+
+
+def locked_flags(path: str) -> int:
+    """nosuid/nodev/noexec and the atime mode of the mount at ``path``.
+
+    A bind remount must keep them: in a user namespace, flags of mounts
+    inherited from the host are locked and dropping one fails with EPERM
+    (runc ORs in the same statfs flags).  Keeping the atime mode as it is
+    (strictatime when no atime flag is set) avoids the same EPERM for a
+    host mount that is noatime or strictatime.
+    """
     st = os.statvfs(path)
     flags = 0
-    for bit, ms in ((os.ST_NOSUID, linux.MS_NOSUID), (os.ST_NODEV, linux.MS_NODEV),
-                    (os.ST_NOEXEC, linux.MS_NOEXEC)):
+    for bit, ms in _LOCKABLE:
         if st.f_flag & bit:
             flags |= ms
+    if not flags & (linux.MS_NOATIME | linux.MS_RELATIME):
+        flags |= linux.MS_STRICTATIME
     return flags
 
 
 def readonly_root() -> None:
     linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
-                | _locked_flags("/"))
+                | locked_flags("/"))
 
 
 def write_sysctls(sysctl: Mapping[str, str]) -> None:

@@ -52,6 +52,7 @@ SOCKET = "shim.sock"
 EXIT_FILE = "exit.json"
 LOG_FILE = "log.json"
 PID_FILE = "shim.pid"
+START_FILE = "shim.start"  # our start time (/proc/<pid>/stat field 22): who has the pid
 FRAME = struct.Struct(">BI")
 STDIN, STDOUT, STDERR, EXIT = 0, 1, 2, 3
 
@@ -300,7 +301,10 @@ class Shim:
                 return 1
             pumps.append(threading.Thread(target=self.pump,
                                           args=(self.master, STDOUT, log.write), daemon=True))
+        # shim.start first: once shim.pid exists, shim_alive() can check who has the pid
+        atomic_write(self.dir / START_FILE, str(_start_time()).encode(), durable=False)
         atomic_write(self.dir / PID_FILE, str(os.getpid()).encode())
+        self.ready()
         for t in pumps:
             t.start()
         threading.Thread(target=self.serve, args=(server,), daemon=True).start()
@@ -321,6 +325,16 @@ class Shim:
         if self.auto_remove:
             _remove_container(self.args.id)
         return 0
+
+    def ready(self) -> None:
+        """Tell the process that started us (``--ready-fd``) that we serve."""
+        fd = getattr(self.args, "ready_fd", -1)
+        if fd >= 0:
+            self.args.ready_fd = -1
+            with contextlib.suppress(OSError):
+                os.write(fd, b"1")
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def reap(self) -> dict[str, Any]:
         while True:
@@ -346,6 +360,11 @@ class Shim:
             self.exit = status
             self.exited.notify_all()
         self.broadcast(EXIT, json.dumps(status).encode())
+
+
+def _start_time() -> int:
+    with open("/proc/self/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[19])
 
 
 def _linger(shim: Shim, seconds: float = 2.0) -> None:
@@ -428,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stdin", action="store_true")
     p.add_argument("--rm", action="store_true",
                    help="remove the container (pyimg rm -f) after it exits")
+    p.add_argument("--ready-fd", type=int, default=-1,
+                   help="write '1' to this fd once up, then close it (EOF: failed)")
     args = p.parse_args(argv)
+    if args.ready_fd >= 0:  # not for init and the container (fork then exec)
+        os.set_inheritable(args.ready_fd, False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the CLI's Ctrl-C is not ours
     return Shim(args).run()
 

@@ -10,11 +10,17 @@ Every message is one JSON object on one line with a ``type``.
     launcher (create/exec_in)           stage 1 (fresh python)        stage 2 (pid 1 / exec'd)
     ───────────────────────────         ───────────────────────       ────────────────────────
     Popen(init, pass_fds=sync) ──────►  PR_SET_DUMPABLE 0
-    config{spec,rootfs,fifo,..} ─────►  setns(joined namespaces)
+    config{spec,rootfs,fifo,..} ─────►  open(exec.fifo, O_PATH)  (as the host's root)
+                                        setns(joined namespaces)
                                         [user ns requested]
-                     ◄───────────────── userns                  (unshare(CLONE_NEWUSER) done)
-    write uid_map/gid_map
-    continue ───────────────────────►   unshare(mnt,uts,ipc,net,pid)
+                                        unshare(CLONE_NEWUSER), alone and first
+                     ◄───────────────── userns
+    write uid_map, gid_map (one write
+    each; no "setgroups deny": we are
+    root outside); refused: LaunchError,
+    stage 1 killed, nothing left
+    continue ───────────────────────►   setresgid(0), setresuid(0) in the new user ns
+                                        unshare(mnt,uts,ipc,net,pid): owned by it
                                         os.fork() ─────────────────►  (pid 1 in the new pid ns)
                      ◄───────────────── pid{pid}  (host pid of stage 2), exit 0
     wait(stage 1)
@@ -42,6 +48,7 @@ right after ``continue``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -241,14 +248,47 @@ def recv(ch: Channel, kind: str) -> dict[str, Any]:
     return msg
 
 
-def _write_id_maps(pid: int, lx: Mapping[str, Any]) -> None:
-    """uid_map/gid_map of a new user namespace, from the spec's mappings."""
-    def fmt(maps: Sequence[Mapping[str, int]]) -> bytes:
-        return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps).encode()
+def id_map(maps: Sequence[Mapping[str, Any]]) -> bytes:
+    """``uid_map``/``gid_map`` text of the spec's ``uidMappings``/``gidMappings``."""
+    return "".join(f"{int(m['containerID'])} {int(m['hostID'])} {int(m['size'])}\n"
+                   for m in maps).encode()
 
+
+def host_id(maps: Sequence[Mapping[str, Any]], cid: int) -> int | None:
+    """The host id that container id ``cid`` maps to, or None when unmapped."""
+    for m in maps:
+        first, size = int(m["containerID"]), int(m["size"])
+        if first <= cid < first + size:
+            return int(m["hostID"]) + cid - first
+    return None
+
+
+def write_id_maps(pid: int, lx: Mapping[str, Any]) -> None:
+    """Write uid_map, then gid_map, of ``pid``'s new user namespace (runc's order).
+
+    We are root in the parent namespace, so gid_map needs no ``setgroups
+    deny`` (that is only for writers without CAP_SETGID there), and the
+    container may still call setgroups(2).  Each map goes in one write(2), as
+    the kernel requires.  A refusal (overlapping or unmapped ranges, too
+    many lines, ids outside our namespace) is a :class:`LaunchError`.
+    """
     for name in ("uid", "gid"):
-        with open(f"/proc/{pid}/{name}_map", "wb") as f:
-            f.write(fmt(lx.get(f"{name}Mappings") or []))
+        text = id_map(lx.get(f"{name}Mappings") or [])
+        path = f"/proc/{pid}/{name}_map"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                if os.write(fd, text) != len(text):
+                    raise OSError(errno.EIO, "short write")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            lines = "; ".join(text.decode().strip().splitlines())
+            raise LaunchError(f"user namespace: the kernel refused {name}Mappings "
+                              f"[{lines}] ({os.strerror(exc.errno) if exc.errno else exc}): "
+                              "ranges must not overlap and every host id must exist in "
+                              "the launcher's own user namespace",
+                              stage="user namespace", errno=exc.errno) from exc
 
 
 def handshake(proc: subprocess.Popen[bytes] | Forked, ch: Channel, cfg: dict[str, Any]) -> int:
@@ -260,7 +300,8 @@ def handshake(proc: subprocess.Popen[bytes] | Forked, ch: Channel, cfg: dict[str
         except ProtocolError as exc:
             raise LaunchError(f"container init: {exc}", stage="sync") from exc
         if msg["type"] == USERNS:
-            _write_id_maps(proc.pid, cfg["spec"].get("linux", {}))
+            # on failure the caller kills stage 1, blocked waiting for continue
+            write_id_maps(proc.pid, cfg["spec"].get("linux", {}))
             ch.send(CONTINUE)
         elif msg["type"] == PID:
             proc.wait()
