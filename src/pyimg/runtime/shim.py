@@ -281,7 +281,8 @@ class Shim:
             state = launcher.create(self.args.id, Path(self.args.bundle),
                                     Path(self.args.runtime_root),
                                     stdio=(stdin, stdout, stderr),
-                                    cgroup_hook=_cgroup_hook(self.args))
+                                    cgroup_hook=_cgroup_hook(self.args),
+                                    cgroup_cleanup=_cgroup_cleanup(self.args))
         except Exception as exc:  # reported through exit.json; the CLI shows it
             self.finish({"exit_code": 125, "signal": None, "oom": False, "error": str(exc)})
             return 1
@@ -413,6 +414,16 @@ def _cgroup_hook(args: argparse.Namespace) -> Callable[[int], None] | None:
         return None
     return join_hook(spec["cgroupsPath"], spec.get("resources"),
                      Path(args.state_dir) / CGROUP_STATE)
+
+
+def _cgroup_cleanup(args: argparse.Namespace) -> Callable[[object], None]:
+    """Remove the cgroup when create fails after the hook made it."""
+    def cleanup(_: object) -> None:
+        from pyimg.runtime.cgroup_hooks import destroy
+
+        destroy(Path(args.state_dir) / CGROUP_STATE)
+
+    return cleanup
 
 
 def _oom_killed(args: argparse.Namespace) -> bool:
