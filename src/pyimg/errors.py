@@ -28,6 +28,7 @@ failed, ``hint`` what to do about it.
     ├─ CredentialHelperError  docker-credential-* failed                  (exit 13)
     ├─ UnpackError            a layer cannot be decompressed or applied   (exit 14)
     │    └─ UnsafeEntryError  a tar entry tries to escape the root
+    ├─ CheckFailed            ``pyimg check``: an efficiency limit crossed (exit 15)
     └─ ContainerError         the runtime failed, not the container      (exit 125)
          ├─ StateTransitionError(ContainerError, FailedPrecondition)
          └─ LaunchError       init failed: .stage, .errno (126/127 at exec)
@@ -154,6 +155,12 @@ class UnsafeEntryError(UnpackError):
         super().__init__(f"unsafe layer entry {member!r}: {reason}", hint=hint)
         self.member = member
         self.reason = reason
+
+
+class CheckFailed(PyimgError):
+    """``pyimg check`` found the image over one of the limits it was given."""
+
+    exit_code = 15
 
 
 class ContainerError(PyimgError):

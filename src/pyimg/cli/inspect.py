@@ -1,4 +1,4 @@
-"""Image inspection verbs: layers, ls, cat (and the image half of ``inspect``).
+"""Image inspection verbs: layers, ls, cat, diff, check (and the image half of ``inspect``).
 
 ``inspect`` itself is registered in :mod:`pyimg.cli.containers` (docker's
 verb covers containers and images); it calls :func:`show_image` here.
@@ -229,4 +229,119 @@ def cat(obj, ref, path, platform, remote):  # type: ignore[no-untyped-def]
     out.flush()
 
 
-COMMANDS = (layers, ls, cat)
+
+# diff ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("ref_a")
+@click.argument("ref_b")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help=_PLATFORM_HELP)
+@click.option("--remote", is_flag=True, help=_REMOTE_HELP)
+@click.pass_obj
+def diff(obj, ref_a, ref_b, fmt, platform, remote):  # type: ignore[no-untyped-def]
+    """Entries added, removed and changed from REF_A's final tree to REF_B's.
+
+    Changed: type, mode, uid/gid, size, link target or content digest differ
+    (mtimes are ignored). Both images are streamed once, file data hashed."""
+    from pyimg.inspect.diff import diff_trees
+    from pyimg.inspect.efficiency import content_walk
+
+    plat = _platform(platform)
+    with _open(obj, ref_a, remote) as handle:
+        a = content_walk(handle, plat)
+    with _open(obj, ref_b, remote) as handle:
+        b = content_walk(handle, plat)
+    result = diff_trees(a, b)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    rows = []
+    for c in result.changes:
+        mark = {"added": "A", "removed": "D", "changed": "C"}[c.status]
+        if c.before is not None and c.after is not None:
+            size = f"{c.before.size} -> {c.after.size}"
+        else:
+            size = str((c.after or c.before).size)  # type: ignore[union-attr]
+        rows.append((mark, size, ",".join(c.fields), c.path))
+    click.echo(table(("", "SIZE", "CHANGED", "PATH"), rows))
+    s = result.to_json()["summary"]
+    click.echo(f"{s['added']['count']} added ({human_size(s['added']['bytes'])}),"
+               f" {s['removed']['count']} removed ({human_size(s['removed']['bytes'])}),"
+               f" {s['changed']['count']} changed")
+
+
+# check --------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--max-wasted-bytes", type=click.IntRange(min=0), metavar="N",
+              help="Fail when more than N bytes are wasted (dive: highestWastedBytes).")
+@click.option("--max-wasted-ratio", type=click.FloatRange(min=0), metavar="R",
+              help="Fail when wasted bytes / bytes of the layers above the first exceed R"
+                   " (dive: highestUserWastedPercent).")
+@click.option("--min-efficiency", type=click.FloatRange(0, 1), metavar="E",
+              help="Fail when the efficiency score is below E (dive: lowestEfficiency).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Rows of wasted paths and duplicates in the table report.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help=_PLATFORM_HELP)
+@click.option("--remote", is_flag=True, help=_REMOTE_HELP)
+@click.pass_obj
+def check(obj, ref, max_wasted_bytes, max_wasted_ratio, min_efficiency, fmt, top,  # type: ignore[no-untyped-def]
+          platform, remote):
+    """Efficiency analysis like dive: wasted bytes, duplicate content, a score.
+
+    Without limits it only reports. With limits it exits 15 and says which
+    were crossed (the report still goes to stdout). See docs/design.md,
+    "How the efficiency score is computed"."""
+    from pyimg.errors import CheckFailed
+    from pyimg.inspect.efficiency import Limits, check_image, violations
+
+    with _open(obj, ref, remote) as handle:
+        result = check_image(handle, _platform(platform))
+    limits = Limits(max_wasted_bytes, max_wasted_ratio, min_efficiency)
+    failed = violations(result, limits)
+    if fmt == "json":
+        view = result.to_json()
+        view["limits"] = {"maxWastedBytes": max_wasted_bytes, "maxWastedRatio": max_wasted_ratio,
+                          "minEfficiency": min_efficiency}
+        view["pass"] = not failed
+        view["violations"] = failed
+        click.echo(json.dumps(view, indent=2))
+    else:
+        click.echo(_check_text(result, failed, top))
+    if failed:
+        raise CheckFailed(f"{ref}: " + "; ".join(failed))
+
+
+def _check_text(e: Any, failed: list[str], top: int) -> str:
+    lines = [
+        f"Efficiency:     {e.efficiency:.4f}",
+        f"Wasted bytes:   {e.wasted_bytes} ({human_size(e.wasted_bytes)})",
+        f"Wasted ratio:   {e.wasted_ratio:.4f}",
+        f"File bytes:     {e.total_bytes} in {e.layers} layers, {e.final_bytes} in the"
+        " final image",
+        f"Duplicates:     {len(e.duplicates)} ({e.duplicate_bytes} extra bytes)",
+    ]
+    if e.wasted:
+        lines += ["", "Wasted (copies not in the final image):",
+                  table(("BYTES", "COPIES", "LAYERS", "PATH"),
+                        [(str(w.wasted_bytes), str(w.copies), ",".join(map(str, w.layers)),
+                          w.path + (" (removed)" if w.removed else ""))
+                         for w in e.wasted[:top]])]
+    if e.duplicates:
+        lines += ["", "Duplicate content across layers:",
+                  table(("SIZE", "COPIES", "DIGEST", "PATHS"),
+                        [(str(d.size), str(len(d.copies)), d.digest[:19],
+                          " ".join(f"{p}@{layer}" for layer, p in d.copies))
+                         for d in e.duplicates[:top]])]
+    lines += ["", "Result: " + ("FAIL: " + "; ".join(failed) if failed else "PASS")]
+    return "\n".join(lines)
+
+
+COMMANDS = (layers, ls, cat, diff, check)
