@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -19,8 +21,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (file mode ``mode``).
+@contextmanager
+def atomic_file(path: Path, mode: int = 0o644, *, durable: bool = True) -> Iterator[int]:
+    """An fd to write ``path``'s new content into; it replaces ``path`` on success.
 
     ``durable=False`` skips the fsyncs, for state that a reboot discards
     anyway (runtime state under /run, like runc's state.json): the rename
@@ -32,9 +35,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = 
     try:
         try:
             os.fchmod(fd, mode)  # whatever the umask: secrets stay 0600
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            yield fd
             if durable:
                 os.fsync(fd)
         finally:
@@ -47,3 +48,11 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = 
     if durable:
         with contextlib.suppress(OSError):  # some filesystems refuse to fsync a directory
             fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path, mode, durable=durable) as fd:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
