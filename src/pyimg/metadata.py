@@ -60,6 +60,22 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX snapshots_parent ON snapshots(snapshotter, parent);
     """,
+    # 3: leases.  A lease pins resources (kind 'content': a blob digest,
+    # 'ingest': an ingest ref) against gc while a pull runs; ``expires``
+    # bounds how long a killed pull can pin them.
+    """
+    CREATE TABLE leases (
+        id       TEXT PRIMARY KEY,
+        created  REAL NOT NULL,
+        expires  REAL NOT NULL
+    );
+    CREATE TABLE lease_resources (
+        lease  TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
+        kind   TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        PRIMARY KEY (lease, kind, key)
+    );
+    """,
 )
 
 
@@ -232,6 +248,41 @@ class Tx:
 
     def delete_labels(self, digest: Digest) -> None:
         self.execute("DELETE FROM content_labels WHERE digest = ?", (str(digest),))
+
+    # leases ------------------------------------------------------------
+    def create_lease(self, lease: str, ttl: float) -> None:
+        now = time.time()
+        self.execute("INSERT INTO leases(id, created, expires) VALUES (?, ?, ?)",
+                     (lease, now, now + ttl))
+
+    def add_lease_resources(self, lease: str, kind: str, keys: list[str]) -> None:
+        for key in keys:
+            self.execute("INSERT OR IGNORE INTO lease_resources(lease, kind, key)"
+                         " VALUES (?, ?, ?)", (lease, kind, key))
+
+    def delete_lease(self, lease: str) -> None:
+        self.execute("DELETE FROM lease_resources WHERE lease = ?", (lease,))
+        self.execute("DELETE FROM leases WHERE id = ?", (lease,))
+
+    def delete_expired_leases(self, now: float) -> int:
+        expired = [r[0] for r in self.execute("SELECT id FROM leases WHERE expires <= ?",
+                                              (now,)).fetchall()]
+        for lease in expired:
+            self.delete_lease(lease)
+        return len(expired)
+
+    def leased(self, now: float) -> set[tuple[str, str]]:
+        """(kind, key) of every resource an unexpired lease holds."""
+        rows = self.execute("SELECT r.kind, r.key FROM lease_resources r JOIN leases l"
+                            " ON l.id = r.lease WHERE l.expires > ?", (now,)).fetchall()
+        return {(k, v) for k, v in rows}
+
+    def all_labels(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for digest, key, value in self.execute(
+                "SELECT digest, key, value FROM content_labels").fetchall():
+            out.setdefault(digest, {})[key] = value
+        return out
 
     # snapshots ---------------------------------------------------------
     # Rows only: the snapshotter owns the directories and the ordering

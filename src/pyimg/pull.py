@@ -89,29 +89,63 @@ def pull(source: ImageSource, store: LocalStore, meta: MetaStore,
     emit(ProgressEvent("resolved", root, total=root.size, name=name or ""))
     result = PullResult(name, root)
     labels: dict[Digest, dict[str, str]] = {}
-    blobs = _walk(source, store, root, options, result, labels)
-    observer = observe(result) if observe is not None else None
-    _fetch_all(source, store, blobs, options.jobs, emit, result, observer)
-    # Blob commits skip the directory fsync; one here makes every rename
-    # durable before the image that names them is recorded.
-    store.sync()
-    with meta.transaction(write=True) as tx:
-        for digest, lab in labels.items():
-            tx.set_labels(digest, lab)
-        if name:
-            tx.put_image(name, root)
+    lease = Lease(meta)  # pins every blob we store or skip until the image is recorded
+    try:
+        blobs = _walk(source, store, root, options, result, labels, lease)
+        lease.protect(blobs)
+        observer = observe(result) if observe is not None else None
+        _fetch_all(source, store, blobs, options.jobs, emit, result, observer)
+        # Blob commits skip the directory fsync; one here makes every rename
+        # durable before the image that names them is recorded.
+        store.sync()
+        with meta.transaction(write=True) as tx:
+            for digest, lab in labels.items():
+                tx.set_labels(digest, lab)
+            if name:
+                tx.put_image(name, root)
+            tx.delete_lease(lease.id)
+    finally:
+        lease.release()
     if name:
         emit(ProgressEvent("stored", root, name=name))
     return result
 
 
+class Lease:
+    """A gc lease (see :mod:`pyimg.gc`): a resource is added *before* the pull
+    looks for or writes it, so gc either sees it leased or has finished
+    deleting it first (both take the database write lock)."""
+
+    TTL = 3600.0  # a killed pull pins its blobs for at most this long
+
+    def __init__(self, meta: MetaStore) -> None:
+        import uuid
+
+        self._meta = meta
+        self.id = f"pull-{uuid.uuid4().hex}"
+        with meta.transaction(write=True) as tx:
+            tx.create_lease(self.id, self.TTL)
+
+    def protect(self, descs: Iterable[Descriptor]) -> None:
+        keys = [str(d.digest) for d in descs]
+        with self._meta.transaction(write=True) as tx:
+            tx.add_lease_resources(self.id, "content", keys)
+            tx.add_lease_resources(self.id, "ingest", keys)  # pull's ingest ref is the digest
+
+    def release(self) -> None:
+        with self._meta.transaction(write=True) as tx:
+            tx.delete_lease(self.id)
+
+
 def _walk(source: ImageSource, store: LocalStore, root: Descriptor, options: PullOptions,
-          result: PullResult, labels: dict[Digest, dict[str, str]]) -> list[Descriptor]:
+          result: PullResult, labels: dict[Digest, dict[str, str]],
+          lease: Lease) -> list[Descriptor]:
     """Store the documents under ``root``; return the config and layer blobs to fetch."""
     blobs: dict[str, Descriptor] = {}
     pending = [root]
     while pending:
         desc = pending.pop(0)
+        lease.protect([desc])
         data = fetch_document(source, store, desc, oci.MAX_MANIFEST_SIZE)
         if oci.is_index(desc.media_type):
             chosen = _choose(oci.parse_index(data, desc.media_type), options)
@@ -127,6 +161,7 @@ def _walk(source: ImageSource, store: LocalStore, root: Descriptor, options: Pul
                 lab[f"containerd.io/gc.ref.content.l.{i}"] = str(layer.digest)
                 blobs.setdefault(str(layer.digest), layer)
             # The config is small and an unpacker needs its diffIDs before layers land.
+            lease.protect([manifest.config])
             fetch_document(source, store, manifest.config, oci.MAX_CONFIG_SIZE)
             labels[desc.digest] = lab
         else:

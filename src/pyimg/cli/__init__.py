@@ -52,9 +52,9 @@ def cli(ctx: click.Context, root: str | None, config: str | None, state: str | N
 
 
 def _register() -> None:
-    from pyimg.cli import auth, containers, images, inspect, runtime, saveload, unpack
+    from pyimg.cli import auth, containers, gc, images, inspect, runtime, saveload, unpack
 
-    for module in (images, unpack, containers, inspect, runtime, auth, saveload):
+    for module in (images, unpack, containers, inspect, runtime, auth, saveload, gc):
         for command in module.COMMANDS:
             cli.add_command(command)
 
