@@ -23,6 +23,7 @@ SUITES = {
     "pullunpack": "bench.unpack:run_pullunpack",
     "floor": "bench.unpack:run_floor",
     "runtime": "bench.runtime",
+    "inspect": "bench.inspect",
 }
 
 __all__ = ["SUITES", "BenchError", "Case", "CaseResult", "Measurement", "interleave", "measure"]

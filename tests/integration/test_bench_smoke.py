@@ -88,3 +88,14 @@ def test_bench_runtime_suite_quick(tmp_path: Path) -> None:
         assert all(m["returncode"] == 0 for m in r["runs"])
     # The private containerd, its root and every container's state are gone.
     assert not list((tmp_path / "scratch").glob("runtime-*"))
+
+
+def test_bench_inspect_suite_quick(tmp_path: Path) -> None:
+    """``inspect`` (remote pyimg inspect vs skopeo inspect) end to end."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "inspect", "--quick", "--images", "busybox",
+         "--scratch", str(tmp_path / "scratch"), "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = re.search(r"^busybox\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", proc.stdout, re.MULTILINE)
+    assert row and all(float(row.group(i)) > 0 for i in (1, 2, 3)), proc.stdout
