@@ -67,3 +67,19 @@ def test_diff_detects_each_kind_of_change(tmp_path: Path) -> None:
     }
     assert view["summary"]["added"] == {"count": 1, "bytes": 2}
     assert view["summary"]["removed"] == {"count": 1, "bytes": 3}
+
+
+def test_diff_between_two_layers_of_one_image(tmp_path: Path,
+                                              fixture_layouts: dict[str, Path]) -> None:
+    """Layer 2 of the multilayer fixture rewrites a.txt, deletes todelete.txt with a
+    whiteout and makes /opq opaque with only new1 in it."""
+    p = Pyimg(tmp_path)
+    p.run("pull", "--no-unpack", f"oci:{fixture_layouts['multilayer']}:latest")
+    ref = "localhost/multilayer:latest"
+    out = json.loads(p.run("diff", ref, ref, "--layer-a", "1", "--layer-b", "2",
+                           "--format", "json").stdout)
+    status = {c["path"]: c["status"] for c in out["changes"]}
+    assert status == {"/data/a.txt": "changed", "/data/todelete.txt": "removed",
+                      "/opq/old1": "removed", "/opq/old2": "removed", "/opq/new1": "added"}
+    bad = p.run("diff", ref, ref, "--layer-a", "9", check=False)
+    assert bad.returncode == 2 and "layers 0 to 4" in bad.stderr

@@ -240,20 +240,25 @@ def cat(obj, ref, path, platform, remote):  # type: ignore[no-untyped-def]
               show_default=True)
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help=_PLATFORM_HELP)
 @click.option("--remote", is_flag=True, help=_REMOTE_HELP)
+@click.option("--layer-a", type=int, metavar="N",
+              help="Compare REF_A's tree as it stands after its layer N (0-based).")
+@click.option("--layer-b", type=int, metavar="N",
+              help="Compare REF_B's tree as it stands after its layer N (0-based).")
 @click.pass_obj
-def diff(obj, ref_a, ref_b, fmt, platform, remote):  # type: ignore[no-untyped-def]
+def diff(obj, ref_a, ref_b, fmt, platform, remote, layer_a, layer_b):  # type: ignore[no-untyped-def]
     """Entries added, removed and changed from REF_A's final tree to REF_B's.
 
     Changed: type, mode, uid/gid, size, link target or content digest differ
-    (mtimes are ignored). Both images are streamed once, file data hashed."""
+    (mtimes are ignored). Both images are streamed once, file data hashed.
+    Two layers of one image: `pyimg diff IMG IMG --layer-a 1 --layer-b 2`."""
     from pyimg.inspect.diff import diff_trees
     from pyimg.inspect.efficiency import content_walk
 
     plat = _platform(platform)
     with _open(obj, ref_a, remote) as handle:
-        a = content_walk(handle, plat)
+        a = content_walk(handle, plat, upto=layer_a)
     with _open(obj, ref_b, remote) as handle:
-        b = content_walk(handle, plat)
+        b = content_walk(handle, plat, upto=layer_b)
     result = diff_trees(a, b)
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2))

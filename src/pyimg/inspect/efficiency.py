@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyimg.errors import InvalidArgument
 from pyimg.inspect.content import ImageDocuments, ImageHandle, load_documents
 from pyimg.inspect.layers import _check
 from pyimg.inspect.stream import FILE, LayerTar, TarEntry, open_layer_tar
@@ -81,13 +82,22 @@ def _hashing(layer: LayerTar, entries: Iterator[TarEntry], index: int,
     out.layer_bytes.append(total)
 
 
-def content_walk(handle: ImageHandle, platform: Platform | None = None) -> ContentTree:
-    """Stream every layer once: the final tree, and a digest for every file copy."""
+def content_walk(handle: ImageHandle, platform: Platform | None = None,
+                 upto: int | None = None) -> ContentTree:
+    """Stream every layer once: the final tree, and a digest for every file copy.
+
+    With ``upto``, stop after that layer (0-based): the tree as it stands
+    once layer ``upto`` is applied, for diffs between layers.
+    """
     docs = load_documents(handle, platform)
     _check(docs)
     out = ContentTree(MergedTree(), docs)
     n = len(docs.manifest.layers)
+    if upto is not None and not 0 <= upto < n:
+        raise InvalidArgument(f"layer {upto}: the image has layers 0 to {n - 1}")
     for i, desc in enumerate(docs.manifest.layers):
+        if upto is not None and i > upto:
+            break
         with open_layer_tar(handle.reader, desc,
                             label=f"layer {i + 1}/{n} {desc.digest.short}") as layer:
             out.tree.apply(_hashing(layer, iter(layer), i, out))
