@@ -12,7 +12,6 @@ to the new root, so masked and read-only paths use plain paths, as runc does.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import stat
@@ -20,9 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pyimg import linux
-
-_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_LINKS = 40
+from pyimg.runtime.inroot import fd_path as fd_path
+from pyimg.runtime.inroot import resolve as resolve
 
 #: mount option → (set, flag); set False clears the flag (``rw``, ``suid``...)
 _FLAGS: dict[str, tuple[bool, int]] = {
@@ -70,65 +68,6 @@ def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
         else:
             data.append(opt)
     return flags, prop, ",".join(data)
-
-
-def fd_path(fd: int) -> str:
-    return f"/proc/self/fd/{fd}"
-
-
-# Resolving inside the root -----------------------------------------------------------
-
-
-def resolve(root_fd: int, path: str, create: str | None = None) -> int:
-    """An ``O_PATH`` fd of ``path`` resolved inside the directory ``root_fd``.
-
-    Symlinks (the last component's too) are followed inside the root;
-    ``create`` is None, ``"dir"`` or ``"file"``: what to create when the path
-    is missing (parents are always directories).  The caller closes the fd.
-    """
-    stack = [os.dup(root_fd)]
-    try:
-        pending = [c for c in path.split("/") if c and c != "."][::-1]
-        links = 0
-        while pending:
-            name = pending.pop()
-            if name == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop())
-                continue
-            cur = stack[-1]
-            try:
-                st = os.lstat(name, dir_fd=cur)
-            except FileNotFoundError:
-                if create is None:
-                    raise
-                _create(cur, name, "dir" if pending else create)
-                st = os.lstat(name, dir_fd=cur)
-            if stat.S_ISLNK(st.st_mode):
-                links += 1
-                if links > _MAX_LINKS:
-                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                target = os.readlink(name, dir_fd=cur)
-                if target.startswith("/"):
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                pending.extend([c for c in target.split("/") if c and c != "."][::-1])
-                continue
-            flags = _O_PATH_DIR if pending else os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-            stack.append(os.open(name, flags, dir_fd=cur))
-        return stack.pop()
-    finally:
-        for fd in stack:
-            os.close(fd)
-
-
-def _create(dir_fd: int, name: str, kind: str) -> None:
-    with contextlib.suppress(FileExistsError):
-        if kind == "dir":
-            os.mkdir(name, 0o755, dir_fd=dir_fd)
-        else:
-            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o755, dir_fd=dir_fd))
 
 
 @contextlib.contextmanager

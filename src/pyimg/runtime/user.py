@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyimg.errors import InvalidArgument
+from pyimg.runtime.inroot import fd_path, resolve
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" for the kernel
 MAX_ETC_FILE = 16 * 1024 * 1024
@@ -18,54 +19,28 @@ MAX_ETC_FILE = 16 * 1024 * 1024
 
 # Reading files inside the rootfs -----------------------------------------------
 
-_MAX_SYMLINKS = 40
-
-
 def open_in_root(root: Path, path: str) -> int:
     """Open ``path`` read-only as seen from inside ``root`` (like ``chroot``).
 
-    Every component is resolved relative to ``root`` by file descriptor:
-    absolute symlink targets restart at ``root`` and ``..`` stops there, so
-    nothing outside ``root`` is ever opened.  The final file must be a regular
-    file.  Raises ``FileNotFoundError`` (or another ``OSError``) like ``open``.
+    Resolution is :func:`pyimg.runtime.inroot.resolve`: nothing outside
+    ``root`` is ever opened.  The final file must be a regular file.  Raises
+    ``FileNotFoundError`` (or another ``OSError``) like ``open``.
     """
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    stack = [root_fd]  # fds of the directories from root to the current one
     try:
-        pending = [c for c in path.split("/") if c and c != "."][::-1]
-        links = 0
-        while pending:
-            name = pending.pop()
-            if name == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop())
-                continue
-            cur = stack[-1]
-            st = os.lstat(name, dir_fd=cur)
-            if stat.S_ISLNK(st.st_mode):
-                links += 1
-                if links > _MAX_SYMLINKS:
-                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                target = os.readlink(name, dir_fd=cur)
-                if target.startswith("/"):
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                pending.extend([c for c in target.split("/") if c and c != "."][::-1])
-                continue
-            if pending:  # an intermediate directory
-                stack.append(os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
-                                     | os.O_CLOEXEC, dir_fd=cur))
-                continue
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=cur)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise OSError(errno.EINVAL, "not a regular file", path)
-            return fd
-        raise OSError(errno.EISDIR, "is a directory", path)
+        path_fd = resolve(root_fd, path)
     finally:
-        for fd in stack:
-            os.close(fd)
+        os.close(root_fd)
+    try:
+        if stat.S_ISDIR(os.fstat(path_fd).st_mode):
+            raise OSError(errno.EISDIR, "is a directory", path)
+        fd = os.open(fd_path(path_fd), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
 
 
 def _read_etc(rootfs: Path, name: str) -> list[list[str]] | None:
