@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fixtures.registry.server import Registry
 from tests.cli import Pyimg
 from tests.containers import assert_clean, cgroup_dirs
-from tests.need import need_root
+from tests.need import need_root, need_tool
 
 
 @pytest.fixture
@@ -26,3 +29,32 @@ def p(tmp_path: Path, registry: Registry) -> Iterator[Pyimg]:
     for cid in pyimg.run("ps", "-a", "-q", check=False).stdout.split():
         pyimg.run("rm", "-f", cid, check=False)
     assert_clean(tmp_path, before)
+
+
+@pytest.fixture(scope="module")
+def busybox(fixture_layouts: dict[str, Path]) -> Path:
+    """The busybox fixture layout, for tests that build bundles with umoci and run runc."""
+    need_tool("runc")
+    need_tool("umoci")
+    return fixture_layouts["busybox"]
+
+
+@pytest.fixture
+def runc(tmp_path: Path) -> Iterator[Any]:
+    """``runc(bundle) -> CompletedProcess``, with a private state dir; always deletes."""
+    state = tmp_path / "runc-state"
+    ids: list[str] = []
+
+    def run(bundle: Path) -> subprocess.CompletedProcess[str]:
+        cid = f"pyimg-test-{uuid.uuid4().hex[:12]}"
+        ids.append(cid)
+        return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle),
+                               cid], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    try:
+        yield run
+    finally:
+        for cid in ids:
+            subprocess.run(["runc", "--root", str(state), "delete", "-f", cid],
+                           capture_output=True, check=False, timeout=60)

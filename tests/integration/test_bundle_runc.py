@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,35 +36,6 @@ def _manifest(layout: Path) -> dict[str, Any]:
 
 def _image_config(layout: Path) -> oci.ImageConfig:
     return oci.parse_config(_blob(layout, _manifest(layout)["config"]["digest"]).read_bytes())
-
-
-@pytest.fixture(scope="module")
-def busybox(fixture_layouts: dict[str, Path]) -> Path:
-    for tool in ("runc", "umoci"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not installed: run 'make deps'")
-    return fixture_layouts["busybox"]
-
-
-@pytest.fixture
-def runc(tmp_path: Path) -> Iterator[Any]:
-    """``runc(bundle) -> CompletedProcess``, with a private state dir; always deletes."""
-    state = tmp_path / "runc-state"
-    ids: list[str] = []
-
-    def run(bundle: Path) -> subprocess.CompletedProcess[str]:
-        cid = f"pyimg-test-{uuid.uuid4().hex[:12]}"
-        ids.append(cid)
-        return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle),
-                               cid], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60, check=False)
-
-    try:
-        yield run
-    finally:
-        for cid in ids:
-            subprocess.run(["runc", "--root", str(state), "delete", "-f", cid],
-                           capture_output=True, check=False, timeout=60)
 
 
 def _umoci_bundle(layout: Path, bundle: Path) -> None:

@@ -12,8 +12,6 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,33 +287,6 @@ def _image_config(layout: Path) -> oci.ImageConfig:
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
     return oci.parse_config(_blob(layout, manifest["config"]["digest"]).read_bytes())
-
-
-@pytest.fixture(scope="module")
-def busybox(fixture_layouts: dict[str, Path]) -> Path:
-    need_tool("runc")
-    need_tool("umoci")
-    return fixture_layouts["busybox"]
-
-
-@pytest.fixture
-def runc(tmp_path: Path) -> Iterator[Any]:
-    state = tmp_path / "runc-state"
-    ids: list[str] = []
-
-    def run(bundle: Path) -> subprocess.CompletedProcess[str]:
-        cid = f"pyimg-test-{uuid.uuid4().hex[:12]}"
-        ids.append(cid)
-        return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle),
-                               cid], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60, check=False)
-
-    try:
-        yield run
-    finally:
-        for cid in ids:
-            subprocess.run(["runc", "--root", str(state), "delete", "-f", cid],
-                           capture_output=True, check=False, timeout=60)
 
 
 SCRIPT = ("grep Seccomp: /proc/self/status; unshare -m true; echo rc=$?; "

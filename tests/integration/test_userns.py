@@ -42,11 +42,6 @@ def _needs() -> None:
 
 
 @pytest.fixture(scope="module")
-def busybox(fixture_layouts: dict[str, Path]) -> Path:
-    return fixture_layouts["busybox"]
-
-
-@pytest.fixture(scope="module")
 def rootfs_cache(busybox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.integration.test_bundle_runc import _umoci_bundle
 
