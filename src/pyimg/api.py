@@ -170,15 +170,9 @@ def _summary(store: Store, rec: ImageRecord) -> ImageSummary:
 def present_manifests(store: Store, target: Descriptor) -> Iterator[tuple[Descriptor,
                                                                           oci.Manifest]]:
     """Manifests under ``target`` whose documents are in the store."""
-    if not store.content.exists(target.digest):
-        return
-    data = store.content.read(target)
-    if oci.is_manifest(target.media_type):
-        yield target, oci.parse_manifest(data, target.media_type)
-    elif oci.is_index(target.media_type):
-        for child in oci.parse_index(data, target.media_type).manifests:
-            if oci.is_manifest(child.media_type) or oci.is_index(child.media_type):
-                yield from present_manifests(store, child)
+    from pyimg.unpack.chain import present_manifests as walk
+
+    return walk(store.content, target)
 
 
 def resolve_local(store: Store, name: str) -> ImageRecord:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pyimg import oci
@@ -46,7 +46,7 @@ def image_parts(store: LocalStore, target: Descriptor, platform: Platform | None
                 ) -> ImageParts:
     """The manifest and config of ``target`` for ``platform`` (host default) from the store."""
     wanted = platform or Platform.host()
-    candidates = list(_manifests(store, target))
+    candidates = list(present_manifests(store, target))
     if not candidates:
         raise NotFound(f"image {target.digest}: no manifest in the store",
                        hint="pull the image again")
@@ -64,16 +64,15 @@ def image_parts(store: LocalStore, target: Descriptor, platform: Platform | None
                    hint=f"pull it with --platform {wanted}")
 
 
-def _manifests(store: LocalStore, target: Descriptor
-               ) -> list[tuple[Descriptor, oci.Manifest]]:
+def present_manifests(store: LocalStore, target: Descriptor
+                      ) -> Iterator[tuple[Descriptor, oci.Manifest]]:
+    """Manifests under ``target`` (an index or a manifest) whose documents are stored."""
     if not store.exists(target.digest):
-        return []
+        return
     data = store.read(target)
     if oci.is_manifest(target.media_type):
-        return [(target, oci.parse_manifest(data, target.media_type))]
-    out: list[tuple[Descriptor, oci.Manifest]] = []
-    if oci.is_index(target.media_type):
+        yield target, oci.parse_manifest(data, target.media_type)
+    elif oci.is_index(target.media_type):
         for child in oci.parse_index(data, target.media_type).manifests:
             if oci.is_manifest(child.media_type) or oci.is_index(child.media_type):
-                out.extend(_manifests(store, child))
-    return out
+                yield from present_manifests(store, child)
