@@ -170,7 +170,7 @@ def _summary(store: Store, rec: ImageRecord) -> ImageSummary:
 def present_manifests(store: Store, target: Descriptor) -> Iterator[tuple[Descriptor,
                                                                           oci.Manifest]]:
     """Manifests under ``target`` whose documents are in the store."""
-    from pyimg.unpack.chain import present_manifests as walk
+    from pyimg.imageparts import present_manifests as walk
 
     return walk(store.content, target)
 

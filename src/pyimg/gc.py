@@ -114,7 +114,7 @@ def _mark_content(store: Store, tx: Tx, roots: set[str]) -> tuple[set[str], set[
 
 
 def _chain_ids(store: Store, digest: str) -> list[str]:
-    from pyimg.unpack.chain import chain_ids
+    from pyimg.imageparts import chain_ids
 
     try:
         path = store.content.blob_path(Digest.parse(digest))

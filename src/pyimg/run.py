@@ -142,33 +142,15 @@ def _unpacked(store: Store, image: str, platform: Platform | None
 def _image_config(store: Store, target: Descriptor, platform: Platform | None
                   ) -> tuple[Digest, ImageConfig] | None:
     """(config digest, config) of ``target`` for ``platform`` (host default) when the
-    store has it, the way ``pyimg.unpack.image_parts`` picks it (None: let it say
-    what is wrong)."""
-    from pyimg import oci
+    store has it (None: let the unpacker say what is wrong)."""
+    from pyimg.errors import PyimgError
+    from pyimg.imageparts import image_parts
 
-    wanted = platform or oci.Platform.host()
-    candidates: list[tuple[Descriptor, oci.Manifest]] = []
-    todo = [target]
-    while todo:
-        desc = todo.pop(0)
-        if not store.content.exists(desc.digest):
-            continue
-        if oci.is_manifest(desc.media_type):
-            candidates.append((desc, oci.parse_manifest(store.content.read(desc),
-                                                        desc.media_type)))
-        elif oci.is_index(desc.media_type):
-            todo[:0] = [child for child in oci.parse_index(store.content.read(desc),
-                                                           desc.media_type).manifests
-                        if oci.is_manifest(child.media_type) or oci.is_index(child.media_type)]
-    for desc, manifest in candidates:
-        if desc.platform is None or wanted.matches(desc.platform):
-            config = oci.parse_config(store.content.read(manifest.config))
-            if desc.platform is not None or wanted.matches(config.platform) or len(
-                    candidates) == 1:
-                if len(manifest.layers) != len(config.diff_ids):
-                    return None
-                return manifest.config.digest, config
-    return None
+    try:
+        parts = image_parts(store.content, target, platform)
+    except PyimgError:
+        return None
+    return parts.manifest.config.digest, parts.config
 
 
 def start(containers: Containers, c: Container, *, auto_remove: bool = False,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from pyimg.digest import Digest
-from pyimg.unpack.chain import chain_ids
+from pyimg.imageparts import chain_ids
 from tests.cli import Pyimg
 from tests.need import need_root
 

@@ -36,8 +36,8 @@ from pyimg.archive import ApplyResult, Limits, WhiteoutMode
 from pyimg.content import LocalStore
 from pyimg.digest import Digest
 from pyimg.errors import AlreadyExists, NotFound, UnpackError
+from pyimg.imageparts import ImageParts, chain_ids, image_parts
 from pyimg.snapshotters import Kind, Snapshotter
-from pyimg.unpack.chain import ImageParts, chain_ids, image_parts
 from pyimg.unpack.lower import copy_up_hardlinks, symlink_conflicts
 from pyimg.unpack.pool import ApplyPool, Job, Pending, workers_for
 

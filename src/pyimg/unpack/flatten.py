@@ -12,7 +12,7 @@ from pyimg import oci
 from pyimg.archive import Limits, WhiteoutMode
 from pyimg.content import LocalStore
 from pyimg.errors import AlreadyExists, UnpackError
-from pyimg.unpack.chain import ImageParts
+from pyimg.imageparts import ImageParts
 
 
 def prepare_dest(dest: Path) -> None:

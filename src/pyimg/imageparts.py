@@ -1,4 +1,9 @@
-"""Chain IDs and the image parts unpacking needs (image-spec config.md#layer-chainid)."""
+"""An image's parts in the store: its manifests, the one for a platform, its config,
+its chain IDs (image-spec config.md#layer-chainid).
+
+Import-light (no unpack machinery): `pyimg run` reads these before deciding
+whether anything must be unpacked.
+"""
 
 from __future__ import annotations
 
