@@ -41,7 +41,7 @@ def top(layout: Layout) -> Iterator[str]:
     """A unique top-level cgroup path; asserted gone from every hierarchy afterwards."""
     path = f"/pyimg-test-{uuid.uuid4().hex[:12]}"
     yield path
-    left = [h.resolve(path) for h in layout.hierarchies if h.resolve(path).exists()]
+    left = [Path(h.resolve(path)) for h in layout.hierarchies if Path(h.resolve(path)).exists()]
     for d in left:  # last resort, so one failure does not leak into the host
         for sub in sorted((Path(p) for p, _, _ in os.walk(d)), key=lambda p: -len(p.parts)):
             for pid in (sub / "cgroup.procs").read_text().split():
@@ -90,7 +90,7 @@ def spawn(cg: Factory, args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
 def cgroup_file(m: CgroupManager, controller: str, v1: str, v2: str) -> str:
     h = m.layout.controller(controller)
     assert h is not None, f"this host has no {controller} controller"
-    return (m.dirs[h.key] / (v1 if h.version == 1 else v2)).read_text().strip()
+    return (Path(m.dirs[h.key]) / (v1 if h.version == 1 else v2)).read_text().strip()
 
 
 def membership(pid: int) -> dict[frozenset[str], str]:
@@ -112,8 +112,8 @@ LIMITS = {
 def test_limits_and_membership(cgroup: Factory, layout: Layout, top: str) -> None:
     m = cgroup("c", LIMITS)
     for h in layout.hierarchies:
-        assert m.dirs[h.key] == h.mountpoint / top.lstrip("/") / "c"
-        assert m.dirs[h.key].is_dir()
+        assert Path(m.dirs[h.key]) == Path(h.mountpoint) / top.lstrip("/") / "c"
+        assert Path(m.dirs[h.key]).is_dir()
     p = spawn(cgroup, ["sleep", "30"])
     m.add(p.pid)
     member = membership(p.pid)
@@ -127,13 +127,13 @@ def test_limits_and_membership(cgroup: Factory, layout: Layout, top: str) -> Non
     cpu = layout.controller("cpu")
     assert cpu is not None
     if cpu.version == 1:
-        assert (m.dirs[cpu.key] / "cpu.cfs_quota_us").read_text().strip() == "50000"
-        assert (m.dirs[cpu.key] / "cpu.cfs_period_us").read_text().strip() == "100000"
+        assert (Path(m.dirs[cpu.key]) / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert (Path(m.dirs[cpu.key]) / "cpu.cfs_period_us").read_text().strip() == "100000"
     else:
-        assert (m.dirs[cpu.key] / "cpu.max").read_text().strip() == "50000 100000"
+        assert (Path(m.dirs[cpu.key]) / "cpu.max").read_text().strip() == "50000 100000"
     dev = layout.controller("devices")
     if dev is not None and dev.version == 1:
-        rules = (m.dirs[dev.key] / "devices.list").read_text().split("\n")
+        rules = (Path(m.dirs[dev.key]) / "devices.list").read_text().split("\n")
         assert "a *:* rwm" not in rules
         assert "c 1:3 rwm" in rules and "c 136:* rwm" in rules  # /dev/null, /dev/pts/*
 
@@ -149,7 +149,7 @@ def test_limits_and_membership(cgroup: Factory, layout: Layout, top: str) -> Non
     assert m.pids() == []
     m.destroy()
     for h in layout.hierarchies:
-        assert not h.resolve(top).exists(), h
+        assert not Path(h.resolve(top)).exists(), h
 
 
 def test_memory_limit_oom_kills(cgroup: Factory) -> None:
@@ -210,11 +210,11 @@ def test_destroy_keeps_preexisting_parent(cgroup: Factory, layout: Layout, top: 
     again.kill_all()
     again.destroy()
     for h in layout.hierarchies:
-        assert not h.resolve(f"{top}/p/child").exists()
-        assert h.resolve(f"{top}/p").is_dir()
+        assert not Path(h.resolve(f"{top}/p/child")).exists()
+        assert Path(h.resolve(f"{top}/p")).is_dir()
     parent.destroy()
     for h in layout.hierarchies:
-        assert not h.resolve(top).exists()
+        assert not Path(h.resolve(top)).exists()
     p.wait(5)
 
 
@@ -222,15 +222,15 @@ def test_destroy_waits_for_dying_tasks_and_removes_subcgroups(cgroup: Factory,
                                                               layout: Layout) -> None:
     m = cgroup("nested")
     for d in m.dirs.values():
-        (d / "inner").mkdir()  # the container made its own sub-cgroup
+        (Path(d) / "inner").mkdir()  # the container made its own sub-cgroup
     p = spawn(cgroup, ["sleep", "30"])
     h = layout.hierarchies[0]
-    (m.dirs[h.key] / "inner" / "cgroup.procs").write_text(str(p.pid))
+    (Path(m.dirs[h.key]) / "inner" / "cgroup.procs").write_text(str(p.pid))
     assert p.pid in m.pids()
     m.kill_all()
     m.destroy()
     for d in m.dirs.values():
-        assert not d.exists()
+        assert not Path(d).exists()
     p.wait(5)
 
 

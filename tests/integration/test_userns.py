@@ -74,7 +74,7 @@ class UsernsEnv(Env):
         stdio = self.stdio(name)
         try:
             return launcher.run(cid, bundle, self.root, stdio=stdio,
-                                cgroup_hook=ops._hook(bundle, self.root, cid),
+                                cgroup_hook=ops._hook(launcher.load_spec(bundle), self.root, cid),
                                 cgroup_cleanup=ops._cleanup(self.root, cid))
         finally:
             for fd in stdio:

@@ -60,12 +60,12 @@ def test_detect_hybrid_with_comounted_and_named_hierarchies() -> None:
     assert keys == {"cpu,cpuacct", "cpuset", "memory", "devices", "pids", "name=systemd", ""}
     cpu = layout.controller("cpu")
     assert cpu is not None and cpu is layout.controller("cpuacct")
-    assert cpu.mountpoint == Path("/sys/fs/cgroup/cpu,cpuacct")
+    assert Path(cpu.mountpoint) == Path("/sys/fs/cgroup/cpu,cpuacct")
     assert layout.controller("memory") is not None
     mem = layout.controller("memory")
     assert mem is not None and mem.current == "/process_api/abc"
     u = layout.unified
-    assert u is not None and u.mountpoint == Path("/sys/fs/cgroup/unified")
+    assert u is not None and Path(u.mountpoint) == Path("/sys/fs/cgroup/unified")
     assert u.current == "/user.slice"
     # hugetlb is not mounted as v1, so it lives in the cgroup2 tree
     assert layout.controller("hugetlb") is u
@@ -79,7 +79,7 @@ def test_detect_pure_v2_at_sys_fs_cgroup() -> None:
     assert layout.mode == "v2"
     assert len(layout.hierarchies) == 1
     u = layout.unified
-    assert u is not None and u.mountpoint == Path("/sys/fs/cgroup")
+    assert u is not None and Path(u.mountpoint) == Path("/sys/fs/cgroup")
     assert layout.controller("memory") is u
     assert layout.controller("devices") is None
 
@@ -92,7 +92,7 @@ def test_detect_pure_v1_dedupes_bind_mounts_and_unescapes() -> None:
     )
     layout = parse_layout(text, "4:memory:/\n2:cpu,cpuacct:/\n", fake_controllers(""))
     assert layout.mode == "v1"
-    assert [h.mountpoint for h in layout.hierarchies] == [
+    assert [Path(h.mountpoint) for h in layout.hierarchies] == [
         Path("/sys/fs/cgroup/cpu x"), Path("/sys/fs/cgroup/memory")]
 
 
@@ -105,15 +105,15 @@ def test_detect_this_host() -> None:
     layout = cgroups.detect_layout()
     assert layout.mode in ("v1", "v2", "hybrid")
     for h in layout.hierarchies:
-        assert h.mountpoint.is_dir()
+        assert Path(h.mountpoint).is_dir()
 
 
 def test_resolve_absolute_and_relative() -> None:
     h = Hierarchy(1, Path("/cg/memory"), "/", frozenset({"memory"}), "/process_api/abc")
-    assert h.resolve("/pyimg/c1") == Path("/cg/memory/pyimg/c1")
-    assert h.resolve("c1") == Path("/cg/memory/process_api/abc/c1")
+    assert Path(h.resolve("/pyimg/c1")) == Path("/cg/memory/pyimg/c1")
+    assert Path(h.resolve("c1")) == Path("/cg/memory/process_api/abc/c1")
     nested = Hierarchy(2, Path("/cg"), "/docker/x", frozenset(), "/docker/x/sub")
-    assert nested.resolve("c1") == Path("/cg/sub/c1")
+    assert Path(nested.resolve("c1")) == Path("/cg/sub/c1")
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -168,10 +168,11 @@ class Recorder:
         self.writes: list[tuple[Path, str]] = []
         self.files: dict[Path, str] = {}
 
-    def write(self, path: Path, value: str) -> None:
-        self.writes.append((path, value))
+    def write(self, path: str, value: str) -> None:
+        self.writes.append((Path(path), value))
 
-    def read(self, path: Path) -> str:
+    def read(self, path: str | Path) -> str:
+        path = Path(path)
         if path.name == "cgroup.controllers":
             return self.files.get(path, "cpu memory pids io hugetlb")
         return self.files.get(path, "")
@@ -203,7 +204,7 @@ def test_v2_create_enables_controllers_and_writes_v2_files(tmp_path: Path, rec: 
     m.create()
     leaf = tmp_path / "pyimg" / "c1"
     assert leaf.is_dir()
-    assert m.created == [tmp_path / "pyimg", leaf]
+    assert [Path(c) for c in m.created] == [tmp_path / "pyimg", leaf]
     for anc in (tmp_path, tmp_path / "pyimg"):
         assert sorted(rec.to(anc / "cgroup.subtree_control")) == ["+cpu", "+memory", "+pids"]
     assert not rec.to(leaf / "cgroup.subtree_control")

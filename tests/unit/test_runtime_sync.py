@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -13,7 +14,7 @@ def test_roundtrip_and_partial_lines() -> None:
     ch, child = socketpair()
     peer = Channel(child)
     try:
-        assert child.get_inheritable()
+        assert os.get_inheritable(child.fileno())
         ch.send("config", spec={"a": [1, 2]}, mode="create")
         peer.send("pid", pid=42)
         assert peer.recv() == {"type": "config", "spec": {"a": [1, 2]}, "mode": "create"}

@@ -1,8 +1,12 @@
 """`pyimg runtime`: an OCI runtime command line in runc's conventions.
 
-    pyimg runtime [--root DIR] create --bundle DIR [--pid-file F] ID
+    pyimg runtime [--root DIR] [--log F] [--log-format text|json] VERB ...
+    pyimg runtime create --bundle DIR [--pid-file F] [--console-socket SOCK] ID
     pyimg runtime start ID | state ID | kill ID [SIGNAL] | delete [--force] ID
-    pyimg runtime run --bundle DIR ID | list
+    pyimg runtime run --bundle DIR [--console-socket SOCK] ID | list
+
+The usual calls are parsed by :mod:`pyimg.entry` without click; this group is
+the reference (help, and the explanation of a mistake).
 
 Tools written for runc can drive it through a two-line wrapper named
 ``runc`` that runs ``pyimg runtime "$@"``.
@@ -18,7 +22,7 @@ from typing import Any
 import click
 
 
-def _root(ctx: click.Context) -> Path:
+def _root(ctx: click.Context) -> str:
     from pyimg.runtime.ops import state_root
 
     return state_root(ctx.obj.runtime_root, ctx.obj.ctx.state)
@@ -33,22 +37,36 @@ class _Obj:
 @click.group()
 @click.option("--root", "runtime_root", metavar="DIR",
               help="Container state directory (default: $PYIMG_STATE/runtime).")
+@click.option("--log", metavar="FILE", help="Also append errors to FILE (as runc).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
 @click.pass_context
-def runtime(ctx: click.Context, runtime_root: str | None) -> None:
+def runtime(ctx: click.Context, runtime_root: str | None, log: str | None,
+            log_format: str) -> None:
     """An OCI runtime (runc-compatible command line)."""
     ctx.obj = _Obj(ctx.obj, runtime_root)
+
+
+def _console_option(f: Any) -> Any:
+    f = click.option("--no-new-keyring", is_flag=True, hidden=True,
+                     help="Accepted for runc compatibility (pyimg makes no keyring).")(f)
+    return click.option("--console-socket", metavar="SOCK",
+                        help="Unix socket that receives the pty master "
+                        "(process.terminal).")(f)
 
 
 @runtime.command()
 @click.option("--bundle", "-b", type=click.Path(path_type=Path), default=Path("."))
 @click.option("--pid-file", type=click.Path(path_type=Path))
+@_console_option
 @click.argument("container_id")
 @click.pass_context
-def create(ctx: click.Context, bundle: Path, pid_file: Path | None, container_id: str) -> None:
+def create(ctx: click.Context, bundle: Path, pid_file: Path | None, console_socket: str | None,
+           no_new_keyring: bool, container_id: str) -> None:
     """Create a container (its init waits for `start`)."""
     from pyimg.runtime import ops
 
-    ops.create(_root(ctx), bundle, pid_file, container_id)
+    ops.create(_root(ctx), bundle, pid_file, container_id, console_socket=console_socket)
 
 
 @runtime.command()
@@ -97,13 +115,16 @@ def delete(ctx: click.Context, force: bool, container_id: str) -> None:
 @runtime.command("run")
 @click.option("--bundle", "-b", type=click.Path(path_type=Path), default=Path("."))
 @click.option("--pid-file", type=click.Path(path_type=Path))
+@_console_option
 @click.argument("container_id")
 @click.pass_context
-def run_(ctx: click.Context, bundle: Path, pid_file: Path | None, container_id: str) -> None:
+def run_(ctx: click.Context, bundle: Path, pid_file: Path | None, console_socket: str | None,
+         no_new_keyring: bool, container_id: str) -> None:
     """create + start + wait + delete; exits with the container's code."""
     from pyimg.runtime import ops
 
-    sys.exit(ops.run(_root(ctx), bundle, pid_file, container_id))
+    sys.exit(ops.run(_root(ctx), bundle, pid_file, container_id,
+                     console_socket=console_socket))
 
 
 @runtime.command("list")

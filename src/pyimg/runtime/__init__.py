@@ -10,7 +10,10 @@ are loaded on first use.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _LAZY = {
     "MountSpec": "spec", "RunOptions": "spec", "default_cgroups_path": "spec",

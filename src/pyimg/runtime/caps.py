@@ -11,12 +11,14 @@ The order matters (runc ``libcontainer/capabilities`` + ``finalizeNamespace``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
-
 from pyimg import linux
+from pyimg.record import Record
 from pyimg.runtime.capnames import ALL_CAPABILITIES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 #: capability name → number
 CAP_NUMBERS: dict[str, int] = {name: i for i, name in enumerate(ALL_CAPABILITIES)}
@@ -49,13 +51,20 @@ def names(bits: int) -> list[str]:
     return [name for name, n in CAP_NUMBERS.items() if bits >> n & 1]
 
 
-@dataclass(frozen=True)
-class CapSets:
+class CapSets(Record):
+    """The five capability masks of a process."""
+
+    _fields = ("bounding", "effective", "permitted", "inheritable", "ambient")
+    __slots__ = _fields
     bounding: int
     effective: int
     permitted: int
     inheritable: int
     ambient: int
+
+    def __init__(self, bounding: int, effective: int, permitted: int, inheritable: int,
+                 ambient: int) -> None:
+        self._set(bounding, effective, permitted, inheritable, ambient)
 
     @classmethod
     def from_spec(cls, caps: Mapping[str, Any] | None) -> CapSets:

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
 
 from pyimg.errors import PyimgError
 from pyimg.fsutil import atomic_write
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
+
 
 def join_hook(cgroups_path: str, resources: Mapping[str, Any] | None,
-              state_file: Path) -> Callable[[int], None]:
+              state_file: StrPath) -> Callable[[int], None]:
     """A launcher ``cgroup_hook``: create + limit the cgroup, add ``pid``, record it."""
     def hook(pid: int) -> None:
         from pyimg.runtime.cgroups import CgroupManager
@@ -39,7 +44,7 @@ def join_hook(cgroups_path: str, resources: Mapping[str, Any] | None,
     return hook
 
 
-def add_hook(state_file: Path) -> Callable[[int], None]:
+def add_hook(state_file: StrPath) -> Callable[[int], None]:
     """For exec: put ``pid`` into the container's existing cgroup."""
     def hook(pid: int) -> None:
         mgr = _load(state_file)
@@ -49,14 +54,14 @@ def add_hook(state_file: Path) -> Callable[[int], None]:
     return hook
 
 
-def oom_killed(state_file: Path) -> bool:
+def oom_killed(state_file: StrPath) -> bool:
     mgr = _load(state_file)
     with contextlib.suppress(OSError, PyimgError):
         return mgr is not None and bool(mgr.oom_killed())
     return False
 
 
-def destroy(state_file: Path) -> None:
+def destroy(state_file: StrPath) -> None:
     """Kill whatever is left in the cgroup and remove the directories we made."""
     mgr = _load(state_file)
     if mgr is None:
@@ -65,13 +70,14 @@ def destroy(state_file: Path) -> None:
         mgr.kill_all(signal.SIGKILL)
     mgr.destroy()
     with contextlib.suppress(FileNotFoundError):
-        state_file.unlink()
+        os.unlink(state_file)
 
 
-def _load(state_file: Path) -> Any:
+def _load(state_file: StrPath) -> Any:
     from pyimg.runtime.cgroups import CgroupManager
 
     try:
-        return CgroupManager.from_state(json.loads(state_file.read_text()))
+        with open(state_file, "rb") as f:
+            return CgroupManager.from_state(json.loads(f.read()))
     except (OSError, ValueError, KeyError):
         return None

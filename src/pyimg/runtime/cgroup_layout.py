@@ -8,14 +8,16 @@ may be co-mounted (cpu,cpuacct), mount points may be escaped (``\\040``).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
 
 from pyimg.errors import FailedPrecondition
+from pyimg.record import Record
 
-Mode = Literal["v1", "v2", "hybrid"]
+TYPE_CHECKING = False  # read on every container start: no typing, pathlib, dataclasses
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Literal
+
+    Mode = Literal["v1", "v2", "hybrid"]
 
 UNIFIED = ""  # key of the cgroup2 hierarchy in :attr:`CgroupManager.dirs`
 
@@ -26,8 +28,7 @@ _V1_MOUNT_OPTIONS = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(Record):
     """One mounted cgroup hierarchy.
 
     ``key`` names it in :attr:`CgroupManager.dirs`: the v1 controller list as
@@ -36,11 +37,17 @@ class Hierarchy:
     (mountinfo field 4), ``current`` this process's cgroup in it.
     """
 
+    _fields = ("version", "mountpoint", "root", "controllers", "current")
+    __slots__ = _fields
     version: Literal[1, 2]
-    mountpoint: Path
+    mountpoint: str
     root: str
     controllers: frozenset[str]
     current: str
+
+    def __init__(self, version: Literal[1, 2], mountpoint: str, root: str,
+                 controllers: frozenset[str], current: str) -> None:
+        self._set(version, str(mountpoint), root, controllers, current)
 
     @property
     def key(self) -> str:
@@ -48,7 +55,7 @@ class Hierarchy:
             return UNIFIED
         return ",".join(sorted(self.controllers))
 
-    def resolve(self, cgroup_path: str) -> Path:
+    def resolve(self, cgroup_path: str) -> str:
         """The directory of ``cgroup_path`` (absolute or relative) in this mount."""
         if cgroup_path.startswith("/"):
             rel = cgroup_path.lstrip("/")
@@ -57,13 +64,17 @@ class Hierarchy:
             if self.root != "/" and (own == self.root or own.startswith(self.root + "/")):
                 own = own[len(self.root):]
             rel = posixpath.join(own.lstrip("/"), cgroup_path)
-        return self.mountpoint / rel if rel else self.mountpoint
+        return posixpath.join(self.mountpoint, rel) if rel else self.mountpoint
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Record):
+    _fields = ("mode", "hierarchies")
+    __slots__ = _fields
     mode: Mode
     hierarchies: tuple[Hierarchy, ...]
+
+    def __init__(self, mode: Mode, hierarchies: tuple[Hierarchy, ...]) -> None:
+        self._set(mode, hierarchies)
 
     @property
     def unified(self) -> Hierarchy | None:
@@ -114,10 +125,10 @@ def _proc_cgroups(text: str) -> tuple[dict[frozenset[str], str], str | None]:
 
 
 def parse_layout(mountinfo: str, proc_cgroup: str,
-                 read_controllers: Callable[[Path], frozenset[str]] | None = None) -> Layout:
+                 read_controllers: Callable[[str], frozenset[str]] | None = None) -> Layout:
     """Build a :class:`Layout` from mountinfo and /proc/self/cgroup text.
 
-    ``read_controllers(mountpoint: Path) -> frozenset[str]`` lists a cgroup2
+    ``read_controllers(mountpoint: str) -> frozenset[str]`` lists a cgroup2
     mount's controllers (default: read its ``cgroup.controllers``); tests pass
     a fake.
     """
@@ -135,7 +146,7 @@ def parse_layout(mountinfo: str, proc_cgroup: str,
         if len(fields) < sep + 4 or sep < 6:
             continue
         fstype, super_opts = fields[sep + 1], fields[sep + 3]
-        root, mountpoint = _unescape(fields[3]), Path(_unescape(fields[4]))
+        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
         if fstype == "cgroup":
             ctrls = frozenset(
                 o for o in super_opts.split(",")
@@ -162,9 +173,10 @@ def parse_layout(mountinfo: str, proc_cgroup: str,
     return Layout(mode, tuple(hierarchies))
 
 
-def _read_v2_controllers(mountpoint: Path) -> frozenset[str]:
+def _read_v2_controllers(mountpoint: str) -> frozenset[str]:
     try:
-        return frozenset((mountpoint / "cgroup.controllers").read_text().split())
+        with open(f"{mountpoint}/cgroup.controllers") as f:
+            return frozenset(f.read().split())
     except OSError:
         return frozenset()
 
@@ -172,8 +184,10 @@ def _read_v2_controllers(mountpoint: Path) -> frozenset[str]:
 def detect_layout() -> Layout:
     """The layout of this host, as this process sees it."""
     try:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-        proc_cgroup = Path("/proc/self/cgroup").read_text()
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+        with open("/proc/self/cgroup") as f:
+            proc_cgroup = f.read()
     except OSError as e:
         raise FailedPrecondition(f"cannot read the cgroup layout from /proc: {e}",
                                  hint="is /proc mounted?") from e

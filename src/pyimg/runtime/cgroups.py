@@ -78,12 +78,9 @@ import errno
 import os
 import signal as _signal
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
 
 from pyimg.errors import FailedPrecondition, InvalidArgument, Unavailable
+from pyimg.record import Record
 from pyimg.runtime.cgroup_layout import (
     UNIFIED as UNIFIED,
 )
@@ -94,14 +91,18 @@ from pyimg.runtime.cgroup_layout import (
     Layout as Layout,
 )
 from pyimg.runtime.cgroup_layout import (
-    Mode as Mode,
-)
-from pyimg.runtime.cgroup_layout import (
     detect_layout as detect_layout,
 )
 from pyimg.runtime.cgroup_layout import (
     parse_layout as parse_layout,
 )
+
+TYPE_CHECKING = False  # joined on every container start: no typing, pathlib, dataclasses
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+    from typing import Any, Literal
+
+    from pyimg.runtime.cgroup_layout import Mode as Mode
 
 #: Controllers enabled in a pure-v2 tree even when no resource asks for them
 #: (for stats and future updates), when the parent offers them.
@@ -129,7 +130,7 @@ class CgroupError(FailedPrecondition):
     directory operations), ``errno`` the kernel's answer.
     """
 
-    def __init__(self, message: str, *, path: Path, value: str | None = None,
+    def __init__(self, message: str, *, path: str, value: str | None = None,
                  err: int = 0, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.path = path
@@ -216,7 +217,7 @@ def _device_rule(rule: Mapping[str, Any]) -> str:
     return f"{typ} {num('major')}:{num('minor')} {access}"
 
 
-def _write(path: Path, value: str) -> None:
+def _write(path: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except FileNotFoundError as e:
@@ -237,9 +238,10 @@ def _write(path: Path, value: str) -> None:
         os.close(fd)
 
 
-def _read(path: Path) -> str:
+def _read(path: str) -> str:
     try:
-        return path.read_text()
+        with open(path) as f:
+            return f.read()
     except OSError as e:
         raise CgroupError(f"cannot read cgroup file {path}: {e.strerror}",
                           path=path, err=e.errno or 0) from e
@@ -254,13 +256,14 @@ def _keyed(text: str) -> dict[str, int]:
     return out
 
 
-def _pids_in(d: Path) -> Iterator[int]:
+def _pids_in(d: str) -> Iterator[int]:
     """Members of cgroup ``d`` and all its descendants."""
     for dirpath, _dirs, files in os.walk(d):
         if "cgroup.procs" not in files:
             continue
         try:
-            text = Path(dirpath, "cgroup.procs").read_text()
+            with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                text = f.read()
         except OSError:
             continue
         for line in text.split():
@@ -270,14 +273,22 @@ def _pids_in(d: Path) -> Iterator[int]:
 # --------------------------------------------------------------------------- manager
 
 
-@dataclass(frozen=True)
-class CgroupStats:
+class CgroupStats(Record):
+    _fields = ("memory_usage", "memory_max_usage", "memory_limit", "pids_current",
+               "cpu_usage_ns", "oom_kills")
+    __slots__ = _fields
     memory_usage: int | None   # bytes, now
     memory_max_usage: int | None  # bytes, peak (v1 max_usage_in_bytes / v2 memory.peak)
     memory_limit: int | None   # bytes, None = unlimited
     pids_current: int | None
     cpu_usage_ns: int | None   # total CPU time
     oom_kills: int | None
+
+    def __init__(self, memory_usage: int | None, memory_max_usage: int | None,
+                 memory_limit: int | None, pids_current: int | None,
+                 cpu_usage_ns: int | None, oom_kills: int | None) -> None:
+        self._set(memory_usage, memory_max_usage, memory_limit, pids_current, cpu_usage_ns,
+                  oom_kills)
 
 
 _UNLIMITED_V1 = 1 << 62  # v1 prints PAGE_COUNTER_MAX * PAGE_SIZE (~2^63) for "no limit"
@@ -296,10 +307,10 @@ class CgroupManager:
         self.resources: Mapping[str, Any] = resources or {}
         self.layout = layout if layout is not None else detect_layout()
         #: hierarchy key ("memory", "cpu,cpuacct", "name=systemd", "" for cgroup2) → directory
-        self.dirs: dict[str, Path] = {h.key: h.resolve(self.path)
-                                      for h in self.layout.hierarchies}
+        self.dirs: dict[str, str] = {h.key: h.resolve(self.path)
+                                     for h in self.layout.hierarchies}
         #: directories this manager made, parents first
-        self.created: list[Path] = []
+        self.created: list[str] = []
 
     # ---- construction
 
@@ -312,21 +323,20 @@ class CgroupManager:
         return cls(path, linux.get("resources") or {}, layout=layout)
 
     def to_state(self) -> dict[str, Any]:
-        return {"path": self.path, "dirs": {k: str(v) for k, v in self.dirs.items()},
-                "created": [str(p) for p in self.created]}
+        return {"path": self.path, "dirs": dict(self.dirs), "created": list(self.created)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *,
                    layout: Layout | None = None) -> CgroupManager:
         m = cls(state["path"], layout=layout)
-        m.dirs = {k: Path(v) for k, v in state.get("dirs", {}).items()}
-        m.created = [Path(p) for p in state.get("created", [])]
+        m.dirs = {k: str(v) for k, v in state.get("dirs", {}).items()}
+        m.created = [str(p) for p in state.get("created", [])]
         return m
 
     def _hier(self, key: str) -> Hierarchy:
         return next(h for h in self.layout.hierarchies if h.key == key)
 
-    def _dir_for(self, controller: str, field: str, *, required: bool = True) -> Path | None:
+    def _dir_for(self, controller: str, field: str, *, required: bool = True) -> str | None:
         h = self.layout.controller(controller)
         if h is None:
             if not required:
@@ -375,12 +385,12 @@ class CgroupManager:
             if h.version == 1 and "cpuset" in h.controllers:
                 self._init_cpuset(h, target)
 
-    def _mkdirs(self, h: Hierarchy, target: Path) -> None:
-        missing: list[Path] = []
+    def _mkdirs(self, h: Hierarchy, target: str) -> None:
+        missing: list[str] = []
         p = target
-        while p != h.mountpoint and not p.is_dir():
+        while p != h.mountpoint and not os.path.isdir(p):
             missing.append(p)
-            p = p.parent
+            p = os.path.dirname(p)
         for d in reversed(missing):
             try:
                 os.mkdir(d, 0o755)
@@ -391,7 +401,7 @@ class CgroupManager:
                                   path=d, err=e.errno or 0) from e
             self.created.append(d)
 
-    def _enable_v2(self, h: Hierarchy, target: Path, required: Iterable[str], *,
+    def _enable_v2(self, h: Hierarchy, target: str, required: Iterable[str], *,
                    best_effort: bool) -> None:
         """Enable controllers in every ancestor's cgroup.subtree_control down to ``target``.
 
@@ -402,18 +412,18 @@ class CgroupManager:
         wanted = list(dict.fromkeys([*required, *(_V2_BEST_EFFORT if best_effort else ())]))
         if not wanted:
             return
-        ancestors: list[Path] = []
-        p = target.parent
+        ancestors: list[str] = []
+        p = os.path.dirname(target)
         while True:
             ancestors.append(p)
-            if p == h.mountpoint or p == p.parent:
+            if p == h.mountpoint or p == os.path.dirname(p):
                 break
-            p = p.parent
+            p = os.path.dirname(p)
         for anc in reversed(ancestors):
-            if not anc.is_dir():
+            if not os.path.isdir(anc):
                 self._mkdirs(h, anc)
-            avail = set(_read(anc / "cgroup.controllers").split())
-            on = set(_read(anc / "cgroup.subtree_control").split())
+            avail = set(_read(f"{anc}/cgroup.controllers").split())
+            on = set(_read(f"{anc}/cgroup.subtree_control").split())
             for c in wanted:
                 if c in on:
                     continue
@@ -424,26 +434,26 @@ class CgroupManager:
                             hint="enable it in the parent's cgroup.subtree_control")
                     continue
                 try:
-                    _write(anc / "cgroup.subtree_control", f"+{c}")
+                    _write(f"{anc}/cgroup.subtree_control", f"+{c}")
                 except (CgroupError, InvalidArgument) as e:
                     if c in required:
                         raise CgroupError(
                             f"cannot enable {c!r} in {anc}/cgroup.subtree_control: {e.message}",
-                            path=anc / "cgroup.subtree_control", value=f"+{c}",
+                            path=f"{anc}/cgroup.subtree_control", value=f"+{c}",
                             hint="a cgroup with processes cannot delegate controllers "
                                  "(cgroup v2 'no internal processes' rule)") from e
 
-    def _init_cpuset(self, h: Hierarchy, target: Path) -> None:
+    def _init_cpuset(self, h: Hierarchy, target: str) -> None:
         """v1 cpuset: a new cgroup has empty cpus/mems and refuses tasks; copy the parent's."""
-        chain: list[Path] = []
+        chain: list[str] = []
         p = target
-        while p != h.mountpoint and p != p.parent:
+        while p != h.mountpoint and p != os.path.dirname(p):
             chain.append(p)
-            p = p.parent
+            p = os.path.dirname(p)
         for d in reversed(chain):
             for f in ("cpuset.cpus", "cpuset.mems"):
-                if _read(d / f).strip() == "":
-                    _write(d / f, _read(d.parent / f).strip())
+                if _read(f"{d}/{f}").strip() == "":
+                    _write(f"{d}/{f}", _read(f"{os.path.dirname(d)}/{f}").strip())
 
     def apply(self, resources: Mapping[str, Any] | None = None, *,
               default_devices: bool = True) -> None:
@@ -462,7 +472,7 @@ class CgroupManager:
         if limit:
             d = self._dir_for("pids", "pids.limit")
             assert d is not None
-            _write(d / "pids.max", str(limit) if limit > 0 else "max")
+            _write(f"{d}/pids.max", str(limit) if limit > 0 else "max")
         for hp in res.get("hugepageLimits") or ():
             self._apply_hugetlb(hp)
         if "devices" in res or default_devices:
@@ -490,44 +500,44 @@ class CgroupManager:
         if h.version == 1:
             def v1(n: int) -> str:
                 return "-1" if n < 0 else str(n)
-            memsw = d / "memory.memsw.limit_in_bytes"
-            if limit == -1 and swap == 0 and memsw.exists():
+            memsw = f"{d}/memory.memsw.limit_in_bytes"
+            if limit == -1 and swap == 0 and os.path.exists(memsw):
                 swap = -1  # unlimited memory means unlimited memory+swap (runc)
-            if swap and not memsw.exists():
+            if swap and not os.path.exists(memsw):
                 raise FailedPrecondition(
                     f"linux.resources.memory.swap needs swap accounting ({memsw} is missing)",
                     hint="boot with swapaccount=1 or drop the swap limit")
             if limit and swap:
-                cur = int(_read(d / "memory.limit_in_bytes").strip())
+                cur = int(_read(f"{d}/memory.limit_in_bytes").strip())
                 if swap == -1 or cur < swap:
                     _write(memsw, v1(swap))
-                    _write(d / "memory.limit_in_bytes", v1(limit))
+                    _write(f"{d}/memory.limit_in_bytes", v1(limit))
                 else:
-                    _write(d / "memory.limit_in_bytes", v1(limit))
+                    _write(f"{d}/memory.limit_in_bytes", v1(limit))
                     _write(memsw, v1(swap))
             else:
                 if limit:
-                    _write(d / "memory.limit_in_bytes", v1(limit))
+                    _write(f"{d}/memory.limit_in_bytes", v1(limit))
                 if swap:
                     _write(memsw, v1(swap))
             if reservation:
-                _write(d / "memory.soft_limit_in_bytes", v1(reservation))
+                _write(f"{d}/memory.soft_limit_in_bytes", v1(reservation))
             if swappiness is not None and swappiness != -1:
                 if not 0 <= swappiness <= 100:
                     raise InvalidArgument(f"invalid memory swappiness {swappiness}: 0..100")
-                _write(d / "memory.swappiness", str(swappiness))
+                _write(f"{d}/memory.swappiness", str(swappiness))
             if mem.get("disableOOMKiller"):
-                _write(d / "memory.oom_control", "1")
+                _write(f"{d}/memory.oom_control", "1")
         else:
             def v2(n: int) -> str:
                 return "max" if n < 0 else str(n)
             swap_max = swap_to_v2(swap, limit)
             if swap_max is not None:
-                _write(d / "memory.swap.max", v2(swap_max))
+                _write(f"{d}/memory.swap.max", v2(swap_max))
             if limit:
-                _write(d / "memory.max", v2(limit))
+                _write(f"{d}/memory.max", v2(limit))
             if reservation:
-                _write(d / "memory.low", v2(reservation))
+                _write(f"{d}/memory.low", v2(reservation))
             if mem.get("disableOOMKiller"):
                 raise FailedPrecondition(
                     "linux.resources.memory.disableOOMKiller is not available on cgroup v2")
@@ -544,41 +554,41 @@ class CgroupManager:
             assert d is not None and h is not None
             if h.version == 1:
                 if shares:
-                    _write(d / "cpu.shares", str(shares))
+                    _write(f"{d}/cpu.shares", str(shares))
                 if period and quota:
                     try:
-                        _write(d / "cpu.cfs_period_us", str(period))
-                        _write(d / "cpu.cfs_quota_us", str(quota))
+                        _write(f"{d}/cpu.cfs_period_us", str(period))
+                        _write(f"{d}/cpu.cfs_quota_us", str(quota))
                     except InvalidArgument:
                         # the new period conflicts with the old quota: other order (runc)
-                        _write(d / "cpu.cfs_quota_us", str(quota))
-                        _write(d / "cpu.cfs_period_us", str(period))
+                        _write(f"{d}/cpu.cfs_quota_us", str(quota))
+                        _write(f"{d}/cpu.cfs_period_us", str(period))
                 elif period:
-                    _write(d / "cpu.cfs_period_us", str(period))
+                    _write(f"{d}/cpu.cfs_period_us", str(period))
                 elif quota:
-                    _write(d / "cpu.cfs_quota_us", str(quota))
+                    _write(f"{d}/cpu.cfs_quota_us", str(quota))
                 if rt_period:
-                    _write(d / "cpu.rt_period_us", str(rt_period))
+                    _write(f"{d}/cpu.rt_period_us", str(rt_period))
                 if rt_runtime:
-                    _write(d / "cpu.rt_runtime_us", str(rt_runtime))
+                    _write(f"{d}/cpu.rt_runtime_us", str(rt_runtime))
             else:
                 if rt_runtime or rt_period:
                     raise FailedPrecondition(
                         "linux.resources.cpu.realtimeRuntime/realtimePeriod are not "
                         "available on cgroup v2")
                 if shares:
-                    _write(d / "cpu.weight", str(shares_to_weight(shares)))
+                    _write(f"{d}/cpu.weight", str(shares_to_weight(shares)))
                 if quota or period:
                     value = "max" if quota <= 0 else str(quota)
                     if period:
                         value += f" {period}"
-                    _write(d / "cpu.max", value)
+                    _write(f"{d}/cpu.max", value)
         for key in ("cpus", "mems"):
             v = cpu.get(key)
             if v:
                 d = self._dir_for("cpuset", f"cpu.{key}")
                 assert d is not None
-                _write(d / f"cpuset.{key}", str(v))
+                _write(f"{d}/cpuset.{key}", str(v))
 
     def _apply_hugetlb(self, hp: Mapping[str, Any]) -> None:
         size, limit = hp.get("pageSize"), hp.get("limit")
@@ -588,9 +598,9 @@ class CgroupManager:
         h = self.layout.controller("hugetlb")
         assert d is not None and h is not None
         if h.version == 1:
-            _write(d / f"hugetlb.{size}.limit_in_bytes", str(limit))
+            _write(f"{d}/hugetlb.{size}.limit_in_bytes", str(limit))
         else:
-            _write(d / f"hugetlb.{size}.max", str(limit))
+            _write(f"{d}/hugetlb.{size}.max", str(limit))
 
     def _apply_devices(self, rules: list[Mapping[str, Any]], default_devices: bool) -> None:
         h = self.layout.controller("devices")
@@ -604,16 +614,16 @@ class CgroupManager:
                 f"{self.layout.mode} host does not mount",
                 hint="mount the devices hierarchy under /sys/fs/cgroup")
         d = self.dirs[h.key]
-        _write(d / "devices.deny", "a")
+        _write(f"{d}/devices.deny", "a")
         for rule in [*rules, *(DEFAULT_ALLOWED_DEVICES if default_devices else ())]:
             line = _device_rule(rule)
-            _write(d / ("devices.allow" if rule.get("allow") else "devices.deny"), line)
+            _write(f"{d}/devices.allow" if rule.get("allow") else f"{d}/devices.deny", line)
 
     def add(self, pid: int) -> None:
         """Move ``pid`` into the cgroup in every hierarchy (cpuset first)."""
         keys = sorted(self.dirs, key=lambda k: ("cpuset" not in k.split(","), k))
         for key in keys:
-            _write(self.dirs[key] / "cgroup.procs", str(pid))
+            _write(f"{self.dirs[key]}/cgroup.procs", str(pid))
 
     # ---- inspection
 
@@ -621,7 +631,7 @@ class CgroupManager:
         """Processes in the cgroup or its descendants, in any hierarchy."""
         found: set[int] = set()
         for d in self.dirs.values():
-            if d.is_dir():
+            if os.path.isdir(d):
                 found.update(_pids_in(d))
         return sorted(found)
 
@@ -633,8 +643,8 @@ class CgroupManager:
         d = self.dirs[h.key]
         name = "memory.oom_control" if h.version == 1 else "memory.events"
         try:
-            text = (d / name).read_text()
-        except OSError:
+            text = _read(f"{d}/{name}")
+        except CgroupError:
             return 0
         return _keyed(text).get("oom_kill", 0)
 
@@ -642,10 +652,10 @@ class CgroupManager:
         return self.oom_kills() > 0
 
     def stats(self) -> CgroupStats:
-        def num(path: Path) -> int | None:
+        def num(path: str) -> int | None:
             try:
-                text = path.read_text().strip()
-            except OSError:
+                text = _read(path).strip()
+            except CgroupError:
                 return None
             if text == "max":
                 return None
@@ -656,36 +666,36 @@ class CgroupManager:
         if h is not None:
             d = self.dirs[h.key]
             if h.version == 1:
-                mem_usage = num(d / "memory.usage_in_bytes")
-                mem_peak = num(d / "memory.max_usage_in_bytes")
-                mem_limit = num(d / "memory.limit_in_bytes")
+                mem_usage = num(f"{d}/memory.usage_in_bytes")
+                mem_peak = num(f"{d}/memory.max_usage_in_bytes")
+                mem_limit = num(f"{d}/memory.limit_in_bytes")
                 if mem_limit is not None and mem_limit >= _UNLIMITED_V1:
                     mem_limit = None
             else:
-                mem_usage = num(d / "memory.current")
-                mem_peak = num(d / "memory.peak")
-                mem_limit = num(d / "memory.max")
+                mem_usage = num(f"{d}/memory.current")
+                mem_peak = num(f"{d}/memory.peak")
+                mem_limit = num(f"{d}/memory.max")
         h = self.layout.controller("cpuacct")
         if h is not None and h.version == 1:
-            cpu_ns = num(self.dirs[h.key] / "cpuacct.usage")
+            cpu_ns = num(f"{self.dirs[h.key]}/cpuacct.usage")
         elif self.layout.unified is not None:
             try:
-                usec = _keyed((self.dirs[UNIFIED] / "cpu.stat").read_text()).get("usage_usec")
-            except OSError:
+                usec = _keyed(_read(f"{self.dirs[UNIFIED]}/cpu.stat")).get("usage_usec")
+            except CgroupError:
                 usec = None
             cpu_ns = usec * 1000 if usec is not None else None
         h = self.layout.controller("pids")
-        pids_current = num(self.dirs[h.key] / "pids.current") if h is not None else None
+        pids_current = num(f"{self.dirs[h.key]}/pids.current") if h is not None else None
         return CgroupStats(mem_usage, mem_peak, mem_limit, pids_current, cpu_ns,
                            self.oom_kills() if self.layout.controller("memory") else None)
 
     # ---- freeze / kill / destroy
 
-    def _freezer(self) -> tuple[Literal[1, 2], Path] | None:
+    def _freezer(self) -> tuple[Literal[1, 2], str] | None:
         h = self.layout.controller("freezer")
         if h is not None and h.version == 1:
             return 1, self.dirs[h.key]
-        if UNIFIED in self.dirs and (self.dirs[UNIFIED] / "cgroup.freeze").exists():
+        if UNIFIED in self.dirs and os.path.exists(f"{self.dirs[UNIFIED]}/cgroup.freeze"):
             return 2, self.dirs[UNIFIED]
         return None
 
@@ -699,16 +709,16 @@ class CgroupManager:
         deadline = time.monotonic() + timeout
         if version == 1:
             while True:
-                _write(d / "freezer.state", "FROZEN")
-                if _read(d / "freezer.state").strip() == "FROZEN":
+                _write(f"{d}/freezer.state", "FROZEN")
+                if _read(f"{d}/freezer.state").strip() == "FROZEN":
                     return
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.01)
         else:
-            _write(d / "cgroup.freeze", "1")
+            _write(f"{d}/cgroup.freeze", "1")
             while time.monotonic() <= deadline:
-                if _keyed(_read(d / "cgroup.events")).get("frozen") == 1:
+                if _keyed(_read(f"{d}/cgroup.events")).get("frozen") == 1:
                     return
                 time.sleep(0.01)
         self.thaw()
@@ -720,9 +730,9 @@ class CgroupManager:
             return
         version, d = fz
         if version == 1:
-            _write(d / "freezer.state", "THAWED")
+            _write(f"{d}/freezer.state", "THAWED")
         else:
-            _write(d / "cgroup.freeze", "0")
+            _write(f"{d}/cgroup.freeze", "0")
 
     def kill_all(self, sig: int = _signal.SIGKILL, *, timeout: float = 10.0) -> None:
         """Send ``sig`` to every member; for SIGKILL, repeat until the cgroup is empty.
@@ -736,12 +746,12 @@ class CgroupManager:
             return
         deadline = time.monotonic() + timeout
         unified = self.dirs.get(UNIFIED)
-        kill_file = unified / "cgroup.kill" if unified is not None else None
+        kill_file = f"{unified}/cgroup.kill" if unified is not None else None
         while self.pids():
             if time.monotonic() > deadline:
                 raise Unavailable(f"processes {self.pids()} of cgroup {self.path} survived "
                                   f"SIGKILL for {timeout:g}s (stuck in the kernel?)")
-            if kill_file is not None and kill_file.exists():
+            if kill_file is not None and os.path.exists(kill_file):
                 _write(kill_file, "1")
                 for pid in self.pids():  # members of a v1 hierarchy only, if any
                     _signal_pid(pid, _signal.SIGKILL)
@@ -767,7 +777,7 @@ class CgroupManager:
         deadline = time.monotonic() + timeout
         for d in self.dirs.values():
             _rmtree_cgroup(d, deadline)
-        for d in sorted(self.created, key=lambda p: len(p.parts), reverse=True):
+        for d in sorted(self.created, key=lambda p: p.count("/"), reverse=True):
             if d in self.dirs.values():
                 continue
             try:
@@ -787,13 +797,13 @@ def _signal_pid(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _rmtree_cgroup(d: Path, deadline: float) -> None:
+def _rmtree_cgroup(d: str, deadline: float) -> None:
     """rmdir ``d`` and its sub-cgroups deepest first, retrying on EBUSY while tasks exit."""
     try:
-        subdirs = [Path(dp) for dp, _, _ in os.walk(d)]
+        subdirs = [dp for dp, _, _ in os.walk(d)]
     except OSError:
         subdirs = []
-    for sub in sorted(subdirs, key=lambda p: len(p.parts), reverse=True) or [d]:
+    for sub in sorted(subdirs, key=lambda p: p.count("/"), reverse=True) or [d]:
         while True:
             try:
                 os.rmdir(sub)

@@ -23,20 +23,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import os
 import resource
 import signal
-import socket
 import stat
 import sys
-from collections.abc import Mapping, Sequence
-from types import ModuleType
-from typing import Any, NoReturn
 
 from pyimg import linux
 from pyimg.runtime import caps, rootfs
 from pyimg.runtime.sync import CONFIG, CONTINUE, ERROR, PID, USERNS, Channel
+
+TYPE_CHECKING = False  # init runs on every container start: no typing, socket.py
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Mapping, Sequence
+    from types import ModuleType
+    from typing import Any, NoReturn
 
 #: spec namespace type → (CLONE flag, /proc/<pid>/ns name)
 NAMESPACES: dict[str, tuple[int, str]] = {
@@ -61,16 +63,13 @@ def _load_seccomp(spec: Mapping[str, Any]) -> ModuleType | None:
     imported with libseccomp loaded while the host's libraries are reachable."""
     if not spec.get("linux", {}).get("seccomp"):
         return None
-    if importlib.util.find_spec("pyimg.runtime.seccomp") is None:
-        return None
     _Stage.name = "seccomp"
-    mod = importlib.import_module("pyimg.runtime.seccomp")
-    preload = getattr(mod, "preload", None) or getattr(mod, "_libseccomp", None)
-    if preload is not None:
-        # the spec lets seccomp read (or compile and write) its cached BPF program
-        # now, while the host's /run is reachable: then no libseccomp at all
-        preload(spec["linux"]["seccomp"])
-    return mod
+    from pyimg.runtime import seccomp
+
+    # the spec lets seccomp read (or compile and write) its cached BPF program
+    # now, while the host's /run is reachable: then no libseccomp at all
+    seccomp.preload(spec["linux"]["seccomp"])
+    return seccomp
 
 
 # Stage 1 -------------------------------------------------------------------------------
@@ -164,7 +163,8 @@ def _console_socket() -> socket.socket | None:
     """fd 0 as a unix socket when the caller wants the pty from us (else None)."""
     if not stat.S_ISSOCK(os.fstat(0).st_mode):
         return None
-    return socket.socket(fileno=os.dup(0))
+    sock: socket.socket = sys.modules["socket"].socket(fileno=os.dup(0))  # see main()
+    return sock
 
 
 def _allocate_console(sock: socket.socket) -> None:
@@ -175,7 +175,7 @@ def _allocate_console(sock: socket.socket) -> None:
     Allocated here rather than by the shim, so that the slave is ``/dev/pts/N`` of
     the container: ``tty`` and ``ttyname(3)`` find it.
     """
-    fcntl = sys.modules["fcntl"]
+    fcntl, socket = sys.modules["fcntl"], sys.modules["socket"]
     _Stage.name = "console"
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     try:
@@ -411,6 +411,7 @@ def main(argv: Sequence[str]) -> NoReturn:
             import fcntl  # noqa: F401
             import struct  # noqa: F401
         if terminal:
+            import socket  # noqa: F401
             import termios  # noqa: F401
         stage1(ch, msg, _load_seccomp(msg["spec"]))
     except BaseException as exc:

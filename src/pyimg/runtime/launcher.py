@@ -20,16 +20,11 @@ runs) and ``pyimg.runtime.seccomp.install``.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import select
-import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
-from typing import Any
 
 from pyimg import linux
 from pyimg.errors import AlreadyExists, InvalidArgument, LaunchError, NotFound
@@ -57,17 +52,25 @@ from pyimg.runtime.sync import (
     spawn,
 )
 
-CgroupHook = Callable[[int], None]
-CgroupCleanup = Callable[[ContainerState], None]
-Stdio = tuple[int, int, int]
+TYPE_CHECKING = False  # every `pyimg runtime` call: no typing, pathlib, datetime, shutil
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
+
+    CgroupHook = Callable[[int], None]
+    CgroupCleanup = Callable[[ContainerState], None]
+    Stdio = tuple[int, int, int]
 _NS_TYPES = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")
 _PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
             "cgroup": "cgroup", "mount": "mnt"}
 
 
-def load_spec(bundle: Path) -> dict[str, Any]:
+def load_spec(bundle: StrPath) -> dict[str, Any]:
     try:
-        spec = json.loads((bundle / "config.json").read_bytes())
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.loads(f.read())
     except FileNotFoundError as exc:
         raise NotFound(f"bundle {bundle} has no config.json") from exc
     except ValueError as exc:
@@ -119,36 +122,55 @@ def _root_ids(spec: Mapping[str, Any], join: list[tuple[str, str]],
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC with microseconds, as ``datetime.isoformat`` wrote it."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
-def _create(cid: str, bundle: Path, state_root: Path, stdio: Stdio, pid_file: Path | None,
-            cgroup_hook: CgroupHook | None,
+def _remove_state_dir(sdir: str) -> None:
+    """The state directory holds plain files only (state, fifo, cgroup state)."""
+    try:
+        names = os.listdir(sdir)
+    except FileNotFoundError:
+        return
+    try:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(sdir, name))
+        os.rmdir(sdir)
+    except OSError:  # something else was put there: remove it all the slow way
+        import shutil
+
+        shutil.rmtree(sdir, ignore_errors=True)
+
+
+def _create(cid: str, bundle: StrPath, state_root: StrPath, stdio: Stdio,
+            pid_file: StrPath | None, cgroup_hook: CgroupHook | None,
             cgroup_cleanup: CgroupCleanup | None) -> tuple[ContainerState, Channel]:
-    bundle = Path(bundle).resolve()
+    bundle = os.path.realpath(bundle)
     spec = load_spec(bundle)
-    root = Path(spec.get("root", {}).get("path") or "rootfs")
-    rootfs = (bundle / root).resolve()
-    if not rootfs.is_dir():
+    rootfs = os.path.realpath(os.path.join(bundle, spec.get("root", {}).get("path") or "rootfs"))
+    if not os.path.isdir(rootfs):
         raise NotFound(f"rootfs {rootfs} does not exist")
     join, new = _namespaces(spec)
     root_ids = _root_ids(spec, join, new)
     sdir = _state.state_dir(state_root, cid)
-    Path(state_root).mkdir(mode=0o700, parents=True, exist_ok=True)
+    fifo = os.path.join(sdir, EXEC_FIFO)
+    os.makedirs(state_root, mode=0o700, exist_ok=True)
     try:
-        sdir.mkdir(mode=0o700)
+        os.mkdir(sdir, 0o700)
     except FileExistsError as exc:
         raise AlreadyExists(f"container {cid} already exists") from exc
-    st = ContainerState(cid, str(bundle), str(rootfs), created=_now(),
+    st = ContainerState(cid, bundle, rootfs, created=_now(),
                         annotations=dict(spec.get("annotations") or {}))
     pid = 0
     try:
         _state.save(state_root, st)
-        os.mkfifo(sdir / EXEC_FIFO, 0o622)
+        os.mkfifo(fifo, 0o622)
         if root_ids is not None:  # as runc: the container's root opens it for writing
-            os.chown(sdir / EXEC_FIFO, *root_ids)
-        cfg = {"mode": "create", "spec": spec, "bundle": str(bundle), "rootfs": str(rootfs),
-               "fifo": str(sdir / EXEC_FIFO), "join": join, "new": new}
+            os.chown(fifo, *root_ids)
+        cfg = {"mode": "create", "spec": spec, "bundle": bundle, "rootfs": rootfs,
+               "fifo": fifo, "join": join, "new": new}
         proc, ch = spawn(stdio)
         try:
             pid = handshake(proc, ch, cfg)
@@ -160,7 +182,7 @@ def _create(cid: str, bundle: Path, state_root: Path, stdio: Stdio, pid_file: Pa
             if cgroup_hook is not None:
                 cgroup_hook(pid)
             if pid_file is not None:
-                atomic_write(Path(pid_file), f"{pid}".encode(), 0o644)
+                atomic_write(pid_file, f"{pid}".encode(), 0o644)
             ch.send(CONTINUE)
             recv(ch, READY)
         except BaseException:
@@ -181,12 +203,12 @@ def _create(cid: str, bundle: Path, state_root: Path, stdio: Stdio, pid_file: Pa
         if cgroup_cleanup is not None:  # the hook may have run: its cgroup goes too
             with contextlib.suppress(Exception):
                 cgroup_cleanup(st)
-        shutil.rmtree(sdir, ignore_errors=True)
+        _remove_state_dir(sdir)
         raise
 
 
-def create(cid: str, bundle: Path, state_root: Path, *, stdio: Stdio = (0, 1, 2),
-           pid_file: Path | None = None, cgroup_hook: CgroupHook | None = None,
+def create(cid: str, bundle: StrPath, state_root: StrPath, *, stdio: Stdio = (0, 1, 2),
+           pid_file: StrPath | None = None, cgroup_hook: CgroupHook | None = None,
            cgroup_cleanup: CgroupCleanup | None = None) -> ContainerState:
     """Create container ``cid`` from ``bundle``: status ``created`` on return.
 
@@ -195,18 +217,17 @@ def create(cid: str, bundle: Path, state_root: Path, *, stdio: Stdio = (0, 1, 2)
     :class:`AlreadyExists`, :class:`NotFound` (bundle) or :class:`LaunchError`;
     on failure ``cgroup_cleanup`` removes what the hook made.
     """
-    st, ch = _create(_state.check_id(cid), Path(bundle), Path(state_root), stdio, pid_file,
+    st, ch = _create(_state.check_id(cid), bundle, state_root, stdio, pid_file,
                      cgroup_hook, cgroup_cleanup)
     ch.close()
     return st
 
 
-def start(cid: str, state_root: Path, timeout: float = 10.0) -> None:
+def start(cid: str, state_root: StrPath, timeout: float = 10.0) -> None:
     """Let the created container exec its command (runc's exec.fifo handshake)."""
-    state_root = Path(state_root)
     st = _state.load(state_root, cid)
     check_operation(cid, "start", _state.status(state_root, st))
-    fifo = _state.state_dir(state_root, cid) / EXEC_FIFO
+    fifo = os.path.join(_state.state_dir(state_root, cid), EXEC_FIFO)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         deadline = time.monotonic() + timeout
@@ -226,12 +247,12 @@ def start(cid: str, state_root: Path, timeout: float = 10.0) -> None:
     _state.save(state_root, st.with_(status=RUNNING))
 
 
-def state(cid: str, state_root: Path) -> dict[str, Any]:
+def state(cid: str, state_root: StrPath) -> dict[str, Any]:
     """The runtime-spec state of ``cid`` (``ociVersion, id, status, pid, bundle...``)."""
-    return _state.oci_state(Path(state_root), _state.load(Path(state_root), cid))
+    return _state.oci_state(state_root, _state.load(state_root, cid))
 
 
-def list_containers(state_root: Path) -> list[dict[str, Any]]:
+def list_containers(state_root: StrPath) -> list[dict[str, Any]]:
     """The state of every container under ``state_root``, sorted by id."""
     out = []
     with contextlib.suppress(FileNotFoundError):
@@ -256,10 +277,10 @@ def _pidfd(st: ContainerState) -> Iterator[int | None]:
         os.close(fd)
 
 
-def kill(cid: str, state_root: Path, sig: int = signal.SIGTERM) -> None:
+def kill(cid: str, state_root: StrPath, sig: int = signal.SIGTERM) -> None:
     """Send ``sig`` to the container's init (created or running)."""
-    st = _state.load(Path(state_root), cid)
-    check_operation(cid, "kill", _state.status(Path(state_root), st))
+    st = _state.load(state_root, cid)
+    check_operation(cid, "kill", _state.status(state_root, st))
     with _pidfd(st) as fd:
         if fd is None:
             raise LaunchError(f"container {cid} is not running", stage="kill")
@@ -287,10 +308,9 @@ def _reap_nohang(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def delete(cid: str, state_root: Path, force: bool = False,
-           cgroup_cleanup: Callable[[ContainerState], None] | None = None) -> None:
+def delete(cid: str, state_root: StrPath, force: bool = False,
+           cgroup_cleanup: CgroupCleanup | None = None) -> None:
     """Remove a stopped container's state; ``force`` SIGKILLs a live one first."""
-    state_root = Path(state_root)
     st = _state.load(state_root, cid)
     live = _state.status(state_root, st)
     if live != STOPPED:
@@ -302,7 +322,7 @@ def delete(cid: str, state_root: Path, force: bool = False,
         _wait_gone(st, 10.0)
     if cgroup_cleanup is not None:
         cgroup_cleanup(st)
-    shutil.rmtree(_state.state_dir(state_root, cid), ignore_errors=True)
+    _remove_state_dir(_state.state_dir(state_root, cid))
 
 
 def _subreaper(on: bool) -> bool:
@@ -311,19 +331,18 @@ def _subreaper(on: bool) -> bool:
     return was
 
 
-def run(cid: str, bundle: Path, state_root: Path, *, stdio: Stdio = (0, 1, 2),
-        pid_file: Path | None = None, cgroup_hook: CgroupHook | None = None,
-        cgroup_cleanup: Callable[[ContainerState], None] | None = None) -> int:
+def run(cid: str, bundle: StrPath, state_root: StrPath, *, stdio: Stdio = (0, 1, 2),
+        pid_file: StrPath | None = None, cgroup_hook: CgroupHook | None = None,
+        cgroup_cleanup: CgroupCleanup | None = None) -> int:
     """create + start + wait + delete; returns the exit code (128+N for signal N).
 
     This process becomes a child subreaper for the duration, as ``runc run`` is
     the parent of its container, so it can collect the exit status.  A failure
     at exec raises :class:`LaunchError` with ``exit_code`` 126 or 127.
     """
-    state_root = Path(state_root)
     was = _subreaper(True)
     try:
-        st, ch = _create(_state.check_id(cid), Path(bundle), state_root, stdio, pid_file,
+        st, ch = _create(_state.check_id(cid), bundle, state_root, stdio, pid_file,
                          cgroup_hook, cgroup_cleanup)
         try:
             start(cid, state_root)
@@ -348,7 +367,7 @@ def _exit_code(code: int | None) -> int:
     return 128 - code if code < 0 else code
 
 
-def exec_in(cid: str, state_root: Path, process: Mapping[str, Any], *,
+def exec_in(cid: str, state_root: StrPath, process: Mapping[str, Any], *,
             stdio: Stdio = (0, 1, 2), cgroup_hook: CgroupHook | None = None) -> int:
     """Start ``process`` (an OCI ``process`` object) inside container ``cid``.
 
@@ -357,10 +376,9 @@ def exec_in(cid: str, state_root: Path, process: Mapping[str, Any], *,
     Returns its host pid; it is reparented to this process only if this
     process is a child subreaper (the shim is), else to init(1).
     """
-    state_root = Path(state_root)
     st = _state.load(state_root, cid)
     check_operation(cid, "exec", _state.status(state_root, st))
-    spec = load_spec(Path(st.bundle))
+    spec = load_spec(st.bundle)
     spec = {**spec, "process": dict(process)}
     join = _container_namespaces(st)
     cfg = {"mode": "exec", "spec": spec, "join": join, "new": []}

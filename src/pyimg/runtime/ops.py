@@ -2,39 +2,45 @@
 
 Both the click command group and the fast entry path (:mod:`pyimg.entry`)
 call these, so a runc-style `create`/`start`/`run` does not pay for
-importing click (~25 ms, most of a runc start-up).
+importing click (~25 ms, most of a runc start-up).  Paths are plain
+strings or path-likes: pathlib alone costs ~4 ms to import here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
+    from pyimg.runtime.state import ContainerState
 
 
-def state_root(explicit: str | None, state: str | None) -> Path:
+def state_root(explicit: str | None, state: str | None) -> str:
     if explicit:
-        return Path(explicit).absolute()
-    from pyimg.paths import state_dir
+        return os.path.abspath(explicit)
+    from pyimg.paths import state_path
 
-    return state_dir(state) / "runtime"
-
-
-def _cgroup_state(root: Path, cid: str) -> Path:
-    return root / cid / "cgroup-state.json"
+    return os.path.join(state_path(state), "runtime")
 
 
-def _hook(bundle: Path, root: Path, cid: str) -> Callable[[int], None]:
+def _cgroup_state(root: StrPath, cid: str) -> str:
+    return os.path.join(root, cid, "cgroup-state.json")
+
+
+def _hook(spec: dict[str, Any], root: StrPath, cid: str) -> Callable[[int], None]:
     from pyimg.runtime.cgroup_hooks import join_hook
 
-    spec = json.loads((bundle / "config.json").read_text())
     linux = spec.get("linux") or {}
     return join_hook(linux.get("cgroupsPath") or f"/pyimg/{cid}", linux.get("resources"),
                      _cgroup_state(root, cid))
 
 
-def _cleanup(root: Path, cid: str) -> Callable[[object], None]:
+def _cleanup(root: StrPath, cid: str) -> Callable[[ContainerState], None]:
     """A launcher ``cgroup_cleanup``: runs before the state directory goes."""
     def cleanup(_: object) -> None:
         from pyimg.runtime.cgroup_hooks import destroy
@@ -44,42 +50,109 @@ def _cleanup(root: Path, cid: str) -> Callable[[object], None]:
     return cleanup
 
 
-def create(root: Path, bundle: Path, pid_file: Path | None, cid: str) -> None:
+def _console(spec: dict[str, Any], console_socket: str | None, *, detached: bool
+             ) -> int | None:
+    """A connected ``--console-socket`` for init's stdin (init sends the pty master
+    over it), checked against ``process.terminal`` as runc checks it."""
+    from pyimg.errors import InvalidArgument
+
+    terminal = bool(spec["process"].get("terminal"))
+    if console_socket is None:
+        if terminal and detached:
+            raise InvalidArgument("process.terminal is set but no --console-socket was "
+                                  "given to receive the pty master (as with runc)")
+        return None
+    if not terminal:
+        raise InvalidArgument("--console-socket needs process.terminal set to true")
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(console_socket)
+    except OSError as exc:
+        sock.close()
+        raise InvalidArgument(f"--console-socket {console_socket}: "
+                              f"{exc.strerror or exc}") from exc
+    return sock.detach()
+
+
+def _launch(call: Callable[..., Any], root: StrPath, bundle: StrPath,
+            pid_file: StrPath | None, cid: str, console_socket: str | None, *,
+            detached: bool) -> Any:
+    """``launcher.create`` or ``launcher.run`` with pyimg's cgroup hooks and stdio."""
     from pyimg.runtime import launcher
 
-    bundle = bundle.resolve()
-    launcher.create(cid, bundle, root, pid_file=pid_file, cgroup_hook=_hook(bundle, root, cid),
-                    cgroup_cleanup=_cleanup(root, cid))
+    bundle = os.path.realpath(bundle)
+    spec = launcher.load_spec(bundle)
+    console = _console(spec, console_socket, detached=detached)
+    try:
+        return call(cid, bundle, root, pid_file=pid_file,
+                    stdio=(0, 1, 2) if console is None else (console, 1, 2),
+                    cgroup_hook=_hook(spec, root, cid), cgroup_cleanup=_cleanup(root, cid))
+    finally:
+        if console is not None:
+            os.close(console)
 
 
-def start(root: Path, cid: str) -> None:
+def create(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *,
+           console_socket: str | None = None) -> None:
+    from pyimg.runtime import launcher
+
+    _launch(launcher.create, root, bundle, pid_file, cid, console_socket, detached=True)
+
+
+def start(root: StrPath, cid: str) -> None:
     from pyimg.runtime import launcher
 
     launcher.start(cid, root)
 
 
-def state(root: Path, cid: str) -> dict[str, Any]:
+def state(root: StrPath, cid: str) -> dict[str, Any]:
     from pyimg.runtime import launcher
 
     return launcher.state(cid, root)
 
 
-def kill(root: Path, cid: str, sig: str) -> None:
+def kill(root: StrPath, cid: str, sig: str) -> None:
     from pyimg.runtime import launcher
     from pyimg.runtime.signals import parse_signal
 
     launcher.kill(cid, root, parse_signal(sig))
 
 
-def delete(root: Path, cid: str, force: bool) -> None:
+def delete(root: StrPath, cid: str, force: bool) -> None:
     from pyimg.runtime import launcher
 
     launcher.delete(cid, root, force=force, cgroup_cleanup=_cleanup(root, cid))
 
 
-def run(root: Path, bundle: Path, pid_file: Path | None, cid: str) -> int:
+def run(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *,
+        console_socket: str | None = None) -> int:
     from pyimg.runtime import launcher
 
-    bundle = bundle.resolve()
-    return launcher.run(cid, bundle, root, pid_file=pid_file,
-                        cgroup_hook=_hook(bundle, root, cid), cgroup_cleanup=_cleanup(root, cid))
+    code: int = _launch(launcher.run, root, bundle, pid_file, cid, console_socket,
+                        detached=False)
+    return code
+
+
+def log_error(path: str | None, fmt: str, message: str) -> None:
+    """runc's ``--log``/``--log-format``: the error as the last log line, which
+    containerd's shim reads back to explain a failed create."""
+    if not path:
+        return
+    import time
+
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+    if fmt == "json":
+        line = json.dumps({"level": "error", "msg": message, "time": stamp})
+    else:
+        line = f"time={json.dumps(stamp)} level=error msg={json.dumps(message)}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return  # the error itself is already on stderr
+    try:
+        os.write(fd, line.encode() + b"\n")
+    finally:
+        os.close(fd)

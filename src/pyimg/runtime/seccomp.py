@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from pyimg.errors import FailedPrecondition, InvalidArgument
+
+TYPE_CHECKING = False  # loaded by every container init: no typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ACTIONS", "OPERATORS", "default_profile", "go_arch", "install", "native_arch",
            "preload"]

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
 from pyimg.errors import InvalidArgument, NotFound, StateTransitionError
 from pyimg.fsutil import atomic_write
+from pyimg.record import Record
+
+TYPE_CHECKING = False  # on every runtime call: no typing, dataclasses, re or pathlib
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
 
 OCI_VERSION = "1.0.2"
 STATE_FILE = "state.json"
@@ -47,12 +50,13 @@ OPERATIONS: dict[str, frozenset[str]] = {
     "delete": frozenset({STOPPED}),
 }
 
-_ID = re.compile(r"^[A-Za-z0-9_+.-]{1,1024}$")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+.-")
 
 
 def check_id(cid: str) -> str:
     """runc's container ID rule: letters, digits, ``_ + . -``, not ``.``/``..``."""
-    if not isinstance(cid, str) or not _ID.match(cid) or cid in (".", ".."):
+    if (not isinstance(cid, str) or not 0 < len(cid) <= 1024 or not _ID_CHARS.issuperset(cid)
+            or cid in (".", "..")):
         raise InvalidArgument(f"invalid container id {cid!r}: use letters, digits, "
                               "'_', '+', '.' and '-'")
     return cid
@@ -71,44 +75,53 @@ def check_operation(cid: str, op: str, status: str) -> None:
                                    f"not {allowed}", from_=status, to=op)
 
 
-@dataclass(frozen=True)
-class ContainerState:
+class ContainerState(Record):
     """What ``state.json`` holds; :func:`status` derives the live status."""
 
+    _fields = ("id", "bundle", "rootfs", "pid", "pid_start", "status", "created",
+               "annotations")
+    __slots__ = _fields
     id: str
     bundle: str
     rootfs: str
-    pid: int = 0
-    pid_start: int = 0  # /proc/<pid>/stat field 22: detects pid reuse
-    status: str = CREATING
-    created: str = ""  # RFC 3339, UTC
-    annotations: dict[str, str] = field(default_factory=dict)
+    pid: int
+    pid_start: int  # /proc/<pid>/stat field 22: detects pid reuse
+    status: str
+    created: str  # RFC 3339, UTC
+    annotations: dict[str, str]
+
+    def __init__(self, id: str, bundle: str, rootfs: str, pid: int = 0, pid_start: int = 0,
+                 status: str = CREATING, created: str = "",
+                 annotations: dict[str, str] | None = None) -> None:
+        self._set(id, bundle, rootfs, pid, pid_start, status, created, annotations or {})
 
     def with_(self, **changes: Any) -> ContainerState:
-        return replace(self, **changes)
+        return self.replace(**changes)
 
 
-def state_dir(state_root: Path, cid: str) -> Path:
-    return Path(state_root) / check_id(cid)
+def state_dir(state_root: StrPath, cid: str) -> str:
+    return os.path.join(state_root, check_id(cid))
 
 
-def save(state_root: Path, st: ContainerState) -> None:
+def save(state_root: StrPath, st: ContainerState) -> None:
     # Runtime state lives under /run and dies with a reboot, as runc's does:
     # atomic for readers, not fsync'd.
-    atomic_write(state_dir(state_root, st.id) / STATE_FILE,
-                 json.dumps(asdict(st), indent=1).encode(), 0o600, durable=False)
+    atomic_write(os.path.join(state_dir(state_root, st.id), STATE_FILE),
+                 json.dumps(st.as_dict(), indent=1).encode(), 0o600, durable=False)
 
 
-def load(state_root: Path, cid: str) -> ContainerState:
-    path = state_dir(state_root, cid) / STATE_FILE
+def load(state_root: StrPath, cid: str) -> ContainerState:
+    path = os.path.join(state_dir(state_root, cid), STATE_FILE)
     try:
-        raw = json.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            raw = json.loads(f.read())
     except FileNotFoundError as exc:
         raise NotFound(f"container {cid} does not exist") from exc
     except ValueError as exc:
         raise NotFound(f"container {cid}: state file is corrupt: {exc}") from exc
-    known = ContainerState.__dataclass_fields__
-    return ContainerState(**{k: v for k, v in raw.items() if k in known})
+    if not isinstance(raw, dict):
+        raise NotFound(f"container {cid}: state file is corrupt: not an object")
+    return ContainerState(**{k: v for k, v in raw.items() if k in ContainerState._fields})
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -126,7 +139,7 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 counted from pid=1, comm=2, state=3
 
 
-def status(state_root: Path, st: ContainerState) -> str:
+def status(state_root: StrPath, st: ContainerState) -> str:
     """The live status of ``st`` (see the module docstring)."""
     if st.pid <= 0:
         return CREATING if st.status == CREATING else STOPPED
@@ -134,11 +147,11 @@ def status(state_root: Path, st: ContainerState) -> str:
         return STOPPED
     if st.status == CREATING:
         return CREATING
-    fifo = state_dir(state_root, st.id) / EXEC_FIFO
+    fifo = os.path.join(state_dir(state_root, st.id), EXEC_FIFO)
     return CREATED if os.path.lexists(fifo) else RUNNING
 
 
-def oci_state(state_root: Path, st: ContainerState) -> dict[str, Any]:
+def oci_state(state_root: StrPath, st: ContainerState) -> dict[str, Any]:
     """The runtime-spec state JSON (``runc state``)."""
     live = status(state_root, st)
     out: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": st.id, "status": live,

@@ -48,20 +48,21 @@ right after ``continue``.
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py costs ~3 ms to import here, on every start
 import errno
 import json
 import os
-import socket
 import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from pyimg.errors import LaunchError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
-Stdio = tuple[int, int, int]
+    Stdio = tuple[int, int, int]
 
 MAX_LINE = 4 * 1024 * 1024  # a spec is a few KiB; refuse anything absurd
 
@@ -80,13 +81,13 @@ class ProtocolError(Exception):
 class Channel:
     """One end of the sync socket: :meth:`send` and :meth:`recv` typed messages."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self._buf = b""
 
     @classmethod
     def from_fd(cls, fd: int) -> Channel:
-        return cls(socket.socket(fileno=fd))
+        return cls(_socket.socket(fileno=fd))
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -131,9 +132,10 @@ class Channel:
         self.sock.close()
 
 
-def socketpair() -> tuple[Channel, socket.socket]:
+def socketpair() -> tuple[Channel, _socket.socket]:
     """(launcher channel, child socket): the child end is to be inherited."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent, child = _socket.socketpair(_socket.AF_UNIX,
+                                       _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     os.set_inheritable(child.fileno(), True)
     return Channel(parent), child
 
@@ -168,9 +170,8 @@ class Forked:
 
 def single_threaded() -> bool:
     """True only when this process has exactly one thread (C threads included)."""
-    import threading
-
-    if threading.active_count() != 1:
+    threading = sys.modules.get("threading")  # not imported: no Python threads
+    if threading is not None and threading.active_count() != 1:
         return False
     with open("/proc/self/status", "rb") as f:
         for line in f:
@@ -179,7 +180,7 @@ def single_threaded() -> bool:
     return False
 
 
-def _fork_init(stdio: Stdio, child: socket.socket, ours: Channel) -> Forked:
+def _fork_init(stdio: Stdio, child: _socket.socket, ours: Channel) -> Forked:
     """Stage 1 by fork, when we are single-threaded (``pyimg runtime``).
 
     Forking a process with threads is unsafe (another thread may hold a
@@ -210,14 +211,14 @@ def spawn(stdio: Stdio) -> tuple[subprocess.Popen[bytes] | Forked, Channel]:
     fork).  Only ``PYTHON*`` and ``PATH`` reach a fresh one from our
     environment; the container's environment comes from the spec.
     """
-    import subprocess  # launcher side only: init never pays for the import
-
     ch, child = socketpair()
     if single_threaded():
         try:
             return _fork_init(stdio, child, ch), ch
         finally:
             child.close()
+    import subprocess  # only for a fresh interpreter (~2 ms to import)
+
     env = {k: v for k, v in os.environ.items() if k.startswith("PYTHON") or k == "PATH"}
     try:
         proc = subprocess.Popen(
