@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     fast = _split_runtime(args)
     if fast is not None:
-        finish(_run_fast(*fast))
+        finish(_run_fast(*fast, warm=_warm_attach(fast[1])))
     from pyimg.cli import main as cli_main
 
     cli_main(args)
@@ -149,7 +149,17 @@ def _parse_runtime(rest: list[str]) -> dict[str, str | bool] | None:
     return out
 
 
-def _run_fast(opts: dict[str, str | bool], rest: list[str]) -> int:
+def _warm_attach(rest: list[str]) -> int | None:
+    """Start the cgroup attach's grace period now (:mod:`pyimg.runtime.attachwarm`)
+    when this call will start a container."""
+    if "create" not in rest and "run" not in rest:
+        return None
+    from pyimg.runtime import attachwarm
+
+    return attachwarm.start()
+
+
+def _run_fast(opts: dict[str, str | bool], rest: list[str], warm: int | None = None) -> int:
     a = _parse_runtime(rest)
     if a is None:
         from pyimg.cli import main as cli_main  # let click explain the mistake
@@ -157,10 +167,11 @@ def _run_fast(opts: dict[str, str | bool], rest: list[str]) -> int:
         g = [f"--{k}={v}" for k, v in opts.items() if isinstance(v, str)]
         cli_main(g + (["--debug"] if opts.get("debug") else []) + ["runtime", *rest])
         return 0
-    return _dispatch(a, opts)
+    return _dispatch(a, opts, warm)
 
 
-def _dispatch(a: dict[str, str | bool], opts: dict[str, str | bool]) -> int:
+def _dispatch(a: dict[str, str | bool], opts: dict[str, str | bool],
+              warm: int | None = None) -> int:
     import json
 
     from pyimg.errors import PyimgError
@@ -173,7 +184,8 @@ def _dispatch(a: dict[str, str | bool], opts: dict[str, str | bool]) -> int:
         pid_file = _str(a.get("pid_file"))
         bundle = str(a.get("bundle") or ".")
         if verb == "create":
-            ops.create(root, bundle, pid_file, cid, console_socket=_str(a.get("console_socket")))
+            ops.create(root, bundle, pid_file, cid, console_socket=_str(a.get("console_socket")),
+                       warm=warm)
         elif verb == "start":
             ops.start(root, cid)
         elif verb == "state":
@@ -184,7 +196,7 @@ def _dispatch(a: dict[str, str | bool], opts: dict[str, str | bool]) -> int:
             ops.delete(root, cid, bool(a.get("force")))
         else:
             return ops.run(root, bundle, pid_file, cid,
-                           console_socket=_str(a.get("console_socket")))
+                           console_socket=_str(a.get("console_socket")), warm=warm)
         return 0
     except PyimgError as exc:
         if debug:

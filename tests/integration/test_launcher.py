@@ -296,3 +296,80 @@ def test_runtime_cli_fast_path_runs_a_bundle(env: Env, tmp_path: Path) -> None:
                          env=penv, timeout=60)
     assert bad.returncode == 3 and bad.stderr.startswith("pyimg: error: ")
     assert "Traceback" not in bad.stderr
+
+
+def _pyimg_runtime(tmp_path: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    pyimg = str(Path(sys.executable).with_name("pyimg"))
+    return subprocess.run([pyimg, "runtime", "--root", str(tmp_path / "rt"), *args],
+                          capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, **kw)
+
+
+def test_runtime_cli_console_socket_hands_over_the_pty(env: Env, tmp_path: Path) -> None:
+    """runc's --console-socket: init opens a pty inside the container and sends the
+    master over the socket (SCM_RIGHTS); the process runs on the slave."""
+    import socket
+
+    bundle = env.bundle("sh", "-c", "tty; echo on-the-pty")
+    env.edit(bundle, terminal=True)
+    path = str(tmp_path / "console.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(1)
+        created = _pyimg_runtime(tmp_path, "create", "--bundle", str(bundle),
+                                 "--pid-file", str(tmp_path / "pid"),
+                                 "--console-socket", path, "tty1")
+        assert created.returncode == 0, created.stderr
+        conn, _ = srv.accept()
+        with conn:
+            msg, fds, _, _ = socket.recv_fds(conn, 64, 1)
+        assert msg and len(fds) == 1
+    master = fds[0]
+    try:
+        state = json.loads(_pyimg_runtime(tmp_path, "state", "tty1").stdout)
+        assert state["status"] == "created"
+        assert state["pid"] == int((tmp_path / "pid").read_text())
+        assert _pyimg_runtime(tmp_path, "start", "tty1").returncode == 0
+        out = b""
+        deadline = time.monotonic() + 10
+        while b"on-the-pty" not in out and time.monotonic() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the slave side closed
+                break
+            out += chunk
+        assert b"/dev/pts/0" in out and b"on-the-pty" in out, out
+    finally:
+        os.close(master)
+    deadline = time.monotonic() + 10
+    while json.loads(_pyimg_runtime(tmp_path, "state", "tty1").stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert _pyimg_runtime(tmp_path, "delete", "tty1").returncode == 0
+    assert not (tmp_path / "rt" / "tty1").exists()
+
+
+def test_runtime_cli_terminal_needs_a_console_socket(env: Env, tmp_path: Path) -> None:
+    bundle = env.bundle("true")
+    env.edit(bundle, terminal=True)
+    p = _pyimg_runtime(tmp_path, "create", "--bundle", str(bundle), "t1")
+    assert p.returncode == 2 and "--console-socket" in p.stderr, p.stderr
+    env.edit(bundle, terminal=False)
+    p = _pyimg_runtime(tmp_path, "create", "--bundle", str(bundle), "--console-socket",
+                       str(tmp_path / "nope.sock"), "t1")
+    assert p.returncode == 2 and "process.terminal" in p.stderr, p.stderr
+    assert not (tmp_path / "rt" / "t1").exists()
+
+
+def test_runtime_cli_log_file_gets_the_error_as_runc_writes_it(tmp_path: Path) -> None:
+    """containerd's shim passes --log F --log-format json and reads the error back."""
+    log = tmp_path / "log.json"
+    p = _pyimg_runtime(tmp_path, "--log", str(log), "--log-format", "json", "state", "nope")
+    assert p.returncode == 3 and p.stderr.startswith("pyimg: error: container nope")
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and "nope" in entry["msg"] and entry["time"].endswith("Z")
+    p = _pyimg_runtime(tmp_path, "--log", str(tmp_path / "log.txt"), "kill", "nope")
+    assert p.returncode == 3
+    assert (tmp_path / "log.txt").read_text().startswith('time="')

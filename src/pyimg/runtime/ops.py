@@ -32,12 +32,24 @@ def _cgroup_state(root: StrPath, cid: str) -> str:
     return os.path.join(root, cid, "cgroup-state.json")
 
 
-def _hook(spec: dict[str, Any], root: StrPath, cid: str) -> Callable[[int], None]:
+def _hook(spec: dict[str, Any], root: StrPath, cid: str,
+          warm: int | None = None) -> Callable[[int], None]:
+    """The cgroup join; ``warm``: the :mod:`~pyimg.runtime.attachwarm` child to reap
+    once the join is done."""
+    from pyimg.runtime import attachwarm
     from pyimg.runtime.cgroup_hooks import join_hook
 
     linux = spec.get("linux") or {}
-    return join_hook(linux.get("cgroupsPath") or f"/pyimg/{cid}", linux.get("resources"),
+    join = join_hook(linux.get("cgroupsPath") or f"/pyimg/{cid}", linux.get("resources"),
                      _cgroup_state(root, cid))
+
+    def hook(pid: int) -> None:
+        try:
+            join(pid)
+        finally:
+            attachwarm.reap(warm)
+
+    return hook
 
 
 def _cleanup(root: StrPath, cid: str) -> Callable[[ContainerState], None]:
@@ -78,7 +90,7 @@ def _console(spec: dict[str, Any], console_socket: str | None, *, detached: bool
 
 def _launch(call: Callable[..., Any], root: StrPath, bundle: StrPath,
             pid_file: StrPath | None, cid: str, console_socket: str | None, *,
-            detached: bool) -> Any:
+            detached: bool, warm: int | None) -> Any:
     """``launcher.create`` or ``launcher.run`` with pyimg's cgroup hooks and stdio."""
     from pyimg.runtime import launcher
 
@@ -88,17 +100,19 @@ def _launch(call: Callable[..., Any], root: StrPath, bundle: StrPath,
     try:
         return call(cid, bundle, root, pid_file=pid_file,
                     stdio=(0, 1, 2) if console is None else (console, 1, 2),
-                    cgroup_hook=_hook(spec, root, cid), cgroup_cleanup=_cleanup(root, cid))
+                    cgroup_hook=_hook(spec, root, cid, warm),
+                    cgroup_cleanup=_cleanup(root, cid))
     finally:
         if console is not None:
             os.close(console)
 
 
 def create(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *,
-           console_socket: str | None = None) -> None:
+           console_socket: str | None = None, warm: int | None = None) -> None:
     from pyimg.runtime import launcher
 
-    _launch(launcher.create, root, bundle, pid_file, cid, console_socket, detached=True)
+    _launch(launcher.create, root, bundle, pid_file, cid, console_socket, detached=True,
+            warm=warm)
 
 
 def start(root: StrPath, cid: str) -> None:
@@ -127,11 +141,11 @@ def delete(root: StrPath, cid: str, force: bool) -> None:
 
 
 def run(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *,
-        console_socket: str | None = None) -> int:
+        console_socket: str | None = None, warm: int | None = None) -> int:
     from pyimg.runtime import launcher
 
     code: int = _launch(launcher.run, root, bundle, pid_file, cid, console_socket,
-                        detached=False)
+                        detached=False, warm=warm)
     return code
 
 
