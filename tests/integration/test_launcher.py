@@ -373,3 +373,119 @@ def test_runtime_cli_log_file_gets_the_error_as_runc_writes_it(tmp_path: Path) -
     p = _pyimg_runtime(tmp_path, "--log", str(tmp_path / "log.txt"), "kill", "nope")
     assert p.returncode == 3
     assert (tmp_path / "log.txt").read_text().startswith('time="')
+
+
+def _hook(log: Path, kind: str, extra: str = "") -> dict[str, Any]:
+    """A hook that appends ``kind`` and its stdin (the state) to ``log``."""
+    script = f'{{ printf "%s " {kind}; cat; echo; }} >> {log}{extra}'
+    return {"path": "/bin/sh", "args": ["sh", "-c", script], "env": ["PATH=/usr/bin:/bin"]}
+
+
+def _set_hooks(bundle: Path, hooks: dict[str, list[dict[str, Any]]]) -> None:
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["hooks"] = hooks
+    (bundle / "config.json").write_text(json.dumps(spec))
+
+
+def test_hooks_run_in_order_with_the_state_where_runc_runs_them(env: Env, tmp_path: Path
+                                                                ) -> None:
+    log = tmp_path / "hooks.log"
+    bundle = env.bundle("sh", "-c", "echo main >> /main.log")
+    ns = tmp_path / "ns"
+    _set_hooks(bundle, {
+        "prestart": [_hook(log, "prestart")],
+        "createRuntime": [_hook(log, "createRuntime")],
+        # in the container's namespaces, still on the host's root
+        "createContainer": [_hook(log, "createContainer",
+                                  f"; readlink /proc/self/ns/mnt /proc/self/ns/pid > {ns}")],
+        # in the container's root: its log is the rootfs's /start.log
+        "startContainer": [{"path": "/bin/sh", "args": [
+            "sh", "-c", '{ printf "startContainer "; cat; echo; } >> /start.log']}],
+        "poststart": [_hook(log, "poststart")],
+        "poststop": [_hook(log, "poststop")],
+    })
+    cid = "hooked"
+    env.create(bundle, cid)
+    pid = launcher.state(cid, env.root)["pid"]
+    lines = log.read_text().splitlines()
+    kinds = [ln.split(" ", 1)[0] for ln in lines]
+    assert kinds == ["prestart", "createRuntime", "createContainer"]
+    states = [json.loads(ln.split(" ", 1)[1]) for ln in lines]
+    assert [s["status"] for s in states] == ["creating"] * 3
+    assert [s["pid"] for s in states] == [pid, pid, 1]  # createContainer: from inside
+    assert all(s["id"] == cid and s["bundle"] == str(bundle) for s in states)
+    mnt, pidns = ns.read_text().split()
+    assert mnt == os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    assert pidns == os.readlink(f"/proc/{pid}/ns/pid")
+    launcher.start(cid, env.root)
+    env.wait_status(cid, "stopped")
+    assert (bundle / "rootfs" / "main.log").read_text() == "main\n"
+    start = (bundle / "rootfs" / "start.log").read_text().split(" ", 1)
+    assert start[0] == "startContainer"
+    assert json.loads(start[1]) | {"pid": 1, "status": "created"} == json.loads(start[1])
+    assert launcher.delete(cid, env.root) == []
+    lines = log.read_text().splitlines()
+    assert [ln.split(" ", 1)[0] for ln in lines][3:] == ["poststart", "poststop"]
+    assert json.loads(lines[3].split(" ", 1)[1])["status"] == "running"
+    assert json.loads(lines[4].split(" ", 1)[1])["status"] == "stopped"
+    assert not (env.root / cid).exists()
+
+
+def test_failing_hooks_stop_the_container_or_warn(env: Env, tmp_path: Path) -> None:
+    from pyimg.runtime import hooks
+
+    fail = {"path": "/bin/sh", "args": ["sh", "-c", "echo no network for you >&2; exit 3"]}
+    bundle = env.bundle("true")
+    _set_hooks(bundle, {"createRuntime": [fail]})
+    with pytest.raises(LaunchError) as info:
+        env.create(bundle, "h1")
+    assert info.value.stage == "createRuntime hook"
+    assert "exited with 3: no network for you" in info.value.message
+    assert not (env.root / "h1").exists() and launcher.list_containers(env.root) == []
+
+    _set_hooks(bundle, {"createContainer": [{"path": "/bin/sleep", "args": ["sleep", "5"],
+                                             "timeout": 1}]})
+    t0 = time.monotonic()
+    with pytest.raises(LaunchError, match=r"createContainer hook #0 .* timed out after 1s"):
+        env.create(bundle, "h2")
+    assert time.monotonic() - t0 < 4
+    assert not (env.root / "h2").exists()
+
+    ok = tmp_path / "ok"
+    _set_hooks(bundle, {"poststop": [fail, {"path": "/bin/touch", "args": ["touch", str(ok)]}],
+                        "poststart": [{"path": "/nonexistent"}]})
+    env.create(bundle, "h3")
+    warnings = launcher.start("h3", env.root)
+    assert len(warnings) == 1 and "could not start" in warnings[0]
+    env.wait_status("h3", "stopped")
+    warnings = launcher.delete("h3", env.root)
+    assert len(warnings) == 1 and "poststop hook #0" in warnings[0], warnings
+    assert ok.exists()  # the next hook still ran
+    assert not (env.root / "h3").exists()
+
+    with pytest.raises(hooks.InvalidArgument, match="must be absolute"):
+        _set_hooks(bundle, {"prestart": [{"path": "sh"}]})
+        env.create(bundle, "h4")
+
+
+def test_hooks_same_order_and_places_as_runc(env: Env, tmp_path: Path) -> None:
+    kinds = ("prestart", "createRuntime", "createContainer", "poststart", "poststop")
+    logs = {}
+    for tool in ("runc", "pyimg"):
+        log = tmp_path / f"{tool}.log"
+        bundle = env.bundle("true", name=f"b-{tool}")
+        _set_hooks(bundle, {k: [_hook(log, k)] for k in kinds} | {"startContainer": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "cat > /start.json"]}]})
+        if tool == "runc":
+            assert env.runc(bundle).returncode == 0
+        else:
+            assert env.run(bundle) == 0
+        logs[tool] = [(ln.split(" ", 1)[0], json.loads(ln.split(" ", 1)[1]))
+                      for ln in log.read_text().splitlines()]
+        start = json.loads((bundle / "rootfs" / "start.json").read_text())
+        assert (start["status"], start["pid"]) == ("created", 1), tool
+    assert [k for k, _ in logs["runc"]] == [k for k, _ in logs["pyimg"]] == list(kinds)
+    for (kind, theirs), (_, ours) in zip(logs["runc"], logs["pyimg"], strict=True):
+        if kind != "poststart":  # runc still says "created" there; the process runs
+            assert theirs["status"] == ours["status"], kind
+        assert (theirs.get("pid", 0) == 1) == (ours["pid"] == 1), kind

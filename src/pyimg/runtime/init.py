@@ -30,8 +30,9 @@ import stat
 import sys
 
 from pyimg import linux
+from pyimg.errors import LaunchError
 from pyimg.runtime import caps, rootfs
-from pyimg.runtime.sync import CONFIG, CONTINUE, ERROR, PID, USERNS, Channel
+from pyimg.runtime.sync import CONFIG, CONTINUE, ERROR, HOOKS, PID, USERNS, Channel
 
 TYPE_CHECKING = False  # init runs on every container start: no typing, socket.py
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None,
         if "network" in new:
             rootfs.loopback_up()
         console = _console_socket() if spec["process"].get("terminal") else None
-        setup_rootfs(cfg, spec)
+        setup_rootfs(ch, cfg, spec)
         if console is not None:
             _allocate_console(console)
         ch.send("ready")
@@ -216,13 +217,36 @@ def stage2(ch: Channel, cfg: Mapping[str, Any], seccomp: ModuleType | None,
         os.write(fd, b"0")
         os.close(fd)
         os.close(fifo_fd)
-        finalize(ch, spec["process"], spec.get("linux", {}).get("seccomp"), seccomp)
+        finalize(ch, spec["process"], spec.get("linux", {}).get("seccomp"), seccomp,
+                 start_hooks=_container_hooks(cfg, "startContainer", "created"))
     except BaseException as exc:
         fail(ch, exc)
 
 
-def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
-    """Build the root filesystem and pivot into it."""
+def _container_hooks(cfg: Mapping[str, Any], kind: str, status: str
+                     ) -> tuple[str, list[Any], dict[str, Any]] | None:
+    """(kind, hooks, state) for hooks that init runs itself, or None."""
+    spec = cfg["spec"]
+    hooks = (spec.get("hooks") or {}).get(kind)
+    if not hooks:
+        return None
+    # the state as seen from inside: pid in the container's pid namespace (runc)
+    state = {"ociVersion": "1.0.2", "id": cfg.get("id", ""), "status": status,
+             "pid": os.getpid(), "bundle": cfg.get("bundle", "")}
+    if spec.get("annotations"):
+        state["annotations"] = spec["annotations"]
+    return kind, hooks, state
+
+
+def _run_container_hooks(todo: tuple[str, list[Any], dict[str, Any]] | None) -> None:
+    if todo is not None:
+        _Stage.name = f"{todo[0]} hook"
+        sys.modules["pyimg.runtime.hooks"].run(*todo)  # imported by main()
+
+
+def setup_rootfs(ch: Channel, cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Build the root filesystem and pivot into it (with the hooks that run between
+    the mounts and pivot_root)."""
     _Stage.name = "rootfs"
     lx = spec.get("linux", {})
     userns = "user" in cfg.get("new", []) or any(t == "user" for t, _ in cfg.get("join", []))
@@ -249,6 +273,12 @@ def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
             rootfs.create_devices(root_fd, lx.get("devices", []), userns)
         cwd = str(spec.get("process", {}).get("cwd") or "/")
         os.close(rootfs.resolve(root_fd, cwd, "dir"))  # runc creates a missing cwd
+        if cfg.get("runtime_hooks"):  # prestart + createRuntime, by the launcher
+            _Stage.name = "hooks"
+            ch.send(HOOKS)
+            _expect_continue(ch)
+        _run_container_hooks(_container_hooks(cfg, "createContainer", "creating"))
+        _Stage.name = "rootfs"
         rootfs.pivot(root_fd)
     finally:
         os.close(root_fd)
@@ -264,9 +294,10 @@ def setup_rootfs(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
 
 
 def finalize(ch: Channel, process: Mapping[str, Any], seccomp_spec: Any,
-             seccomp: ModuleType | None) -> NoReturn:
+             seccomp: ModuleType | None,
+             start_hooks: tuple[str, list[Any], dict[str, Any]] | None = None) -> NoReturn:
     """rlimits, umask, user, capabilities, no_new_privs, fds, cwd,
-    seccomp (last), exec.  Shared by stage 2 and ``exec_in``."""
+    seccomp (last), startContainer hooks, exec.  Shared by stage 2 and ``exec_in``."""
     _Stage.name = "process"
     set_rlimits(process.get("rlimits") or [])
     os.umask(int(process.get("user", {}).get("umask", 0o022)))
@@ -296,6 +327,8 @@ def finalize(ch: Channel, process: Mapping[str, Any], seccomp_spec: Any,
     if seccomp_spec and seccomp is not None:
         _Stage.name = "seccomp"
         seccomp.install(seccomp_spec)
+    # as runc: with the process's own user, capabilities and seccomp, in its root
+    _run_container_hooks(start_hooks)
     _Stage.name, _Stage.command = "exec", args[0]
     os.execvpe(args[0], args, env)
 
@@ -389,6 +422,8 @@ def _describe(stage: str, exc: BaseException) -> str:
                 text = "executable file not found in $PATH"
             return f"exec {_Stage.command!r}: {text}"
         return f"{stage}{what}: {text}"
+    if isinstance(exc, LaunchError):
+        return exc.message
     return f"{stage}: {exc}"
 
 
@@ -413,6 +448,9 @@ def main(argv: Sequence[str]) -> NoReturn:
         if terminal:
             import socket  # noqa: F401
             import termios  # noqa: F401
+        if (msg["spec"].get("hooks") or {}).get("createContainer") or \
+                (msg["spec"].get("hooks") or {}).get("startContainer"):
+            from pyimg.runtime import hooks  # noqa: F401  (run after pivot_root)
         stage1(ch, msg, _load_seccomp(msg["spec"]))
     except BaseException as exc:
         fail(ch, exc)

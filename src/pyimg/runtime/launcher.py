@@ -42,6 +42,7 @@ from pyimg.runtime.state import (
 from pyimg.runtime.sync import (
     CONTINUE,
     ERROR,
+    HOOKS,
     READY,
     Channel,
     ProtocolError,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     CgroupHook = Callable[[int], None]
     CgroupCleanup = Callable[[ContainerState], None]
     Stdio = tuple[int, int, int]
+HOOKS_FILE = "hooks.json"  # poststart/poststop hooks, kept for start and delete
 _NS_TYPES = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")
 _PROC_NS = {"user": "user", "ipc": "ipc", "uts": "uts", "network": "net", "pid": "pid",
             "cgroup": "cgroup", "mount": "mnt"}
@@ -154,6 +156,7 @@ def _create(cid: str, bundle: StrPath, state_root: StrPath, stdio: Stdio,
         raise NotFound(f"rootfs {rootfs} does not exist")
     join, new = _namespaces(spec)
     root_ids = _root_ids(spec, join, new)
+    hk = _hooks_of(spec)
     sdir = _state.state_dir(state_root, cid)
     fifo = os.path.join(sdir, EXEC_FIFO)
     os.makedirs(state_root, mode=0o700, exist_ok=True)
@@ -169,8 +172,13 @@ def _create(cid: str, bundle: StrPath, state_root: StrPath, stdio: Stdio,
         os.mkfifo(fifo, 0o622)
         if root_ids is not None:  # as runc: the container's root opens it for writing
             os.chown(fifo, *root_ids)
-        cfg = {"mode": "create", "spec": spec, "bundle": bundle, "rootfs": rootfs,
-               "fifo": fifo, "join": join, "new": new}
+        cfg = {"mode": "create", "id": cid, "spec": spec, "bundle": bundle, "rootfs": rootfs,
+               "fifo": fifo, "join": join, "new": new,
+               "runtime_hooks": bool(hk.get("prestart") or hk.get("createRuntime"))}
+        if hk.get("poststart") or hk.get("poststop"):  # for start and delete, later
+            atomic_write(os.path.join(sdir, HOOKS_FILE), json.dumps(
+                {k: hk[k] for k in ("poststart", "poststop") if k in hk}).encode(), 0o600,
+                durable=False)
         proc, ch = spawn(stdio)
         try:
             pid = handshake(proc, ch, cfg)
@@ -184,6 +192,10 @@ def _create(cid: str, bundle: StrPath, state_root: StrPath, stdio: Stdio,
             if pid_file is not None:
                 atomic_write(pid_file, f"{pid}".encode(), 0o644)
             ch.send(CONTINUE)
+            if cfg["runtime_hooks"]:  # init stops after the mounts, before pivot_root
+                recv(ch, HOOKS)
+                _run_hooks(hk, ("prestart", "createRuntime"), state_root, st)
+                ch.send(CONTINUE)
             recv(ch, READY)
         except BaseException:
             ch.close()
@@ -223,8 +235,43 @@ def create(cid: str, bundle: StrPath, state_root: StrPath, *, stdio: Stdio = (0,
     return st
 
 
-def start(cid: str, state_root: StrPath, timeout: float = 10.0) -> None:
-    """Let the created container exec its command (runc's exec.fifo handshake)."""
+def _hooks_of(spec: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    if not spec.get("hooks"):
+        return {}  # and no import of the hooks module
+    from pyimg.runtime import hooks
+
+    return hooks.of(spec, *hooks.KINDS)
+
+
+def _run_hooks(hk: Mapping[str, Any], kinds: tuple[str, ...], state_root: StrPath,
+               st: ContainerState) -> list[str]:
+    """Run the ``kinds`` present in ``hk`` with ``st``'s state; the warnings of the
+    warn-only kinds (the others raise)."""
+    from pyimg.runtime import hooks
+
+    warnings = []
+    for kind in kinds:
+        if hk.get(kind):
+            state = _state.oci_state(state_root, st)
+            if state["status"] == _state.CREATING:
+                state["pid"] = st.pid  # optional while creating; runc passes it
+            warnings += hooks.run(kind, hk[kind], state)
+    return warnings
+
+
+def _saved_hooks(state_root: StrPath, cid: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(_state.state_dir(state_root, cid), HOOKS_FILE), "rb") as f:
+            saved: dict[str, Any] = json.loads(f.read())
+    except FileNotFoundError:
+        return {}
+    return saved
+
+
+def start(cid: str, state_root: StrPath, timeout: float = 10.0) -> list[str]:
+    """Let the created container exec its command (runc's exec.fifo handshake).
+
+    Returns the warnings of failed poststart hooks (which do not stop it)."""
     st = _state.load(state_root, cid)
     check_operation(cid, "start", _state.status(state_root, st))
     fifo = os.path.join(_state.state_dir(state_root, cid), EXEC_FIFO)
@@ -244,7 +291,9 @@ def start(cid: str, state_root: StrPath, timeout: float = 10.0) -> None:
     finally:
         os.close(fd)
     os.unlink(fifo)
-    _state.save(state_root, st.with_(status=RUNNING))
+    st = st.with_(status=RUNNING)
+    _state.save(state_root, st)
+    return _run_hooks(_saved_hooks(state_root, cid), ("poststart",), state_root, st)
 
 
 def state(cid: str, state_root: StrPath) -> dict[str, Any]:
@@ -309,8 +358,10 @@ def _reap_nohang(pid: int) -> None:
 
 
 def delete(cid: str, state_root: StrPath, force: bool = False,
-           cgroup_cleanup: CgroupCleanup | None = None) -> None:
-    """Remove a stopped container's state; ``force`` SIGKILLs a live one first."""
+           cgroup_cleanup: CgroupCleanup | None = None) -> list[str]:
+    """Remove a stopped container's state; ``force`` SIGKILLs a live one first.
+
+    Returns the warnings of failed poststop hooks."""
     st = _state.load(state_root, cid)
     live = _state.status(state_root, st)
     if live != STOPPED:
@@ -322,7 +373,9 @@ def delete(cid: str, state_root: StrPath, force: bool = False,
         _wait_gone(st, 10.0)
     if cgroup_cleanup is not None:
         cgroup_cleanup(st)
+    warnings = _run_hooks(_saved_hooks(state_root, cid), ("poststop",), state_root, st)
     _remove_state_dir(_state.state_dir(state_root, cid))
+    return warnings
 
 
 def _subreaper(on: bool) -> bool:
@@ -333,19 +386,22 @@ def _subreaper(on: bool) -> bool:
 
 def run(cid: str, bundle: StrPath, state_root: StrPath, *, stdio: Stdio = (0, 1, 2),
         pid_file: StrPath | None = None, cgroup_hook: CgroupHook | None = None,
-        cgroup_cleanup: CgroupCleanup | None = None) -> int:
+        cgroup_cleanup: CgroupCleanup | None = None,
+        on_warning: Callable[[str], None] | None = None) -> int:
     """create + start + wait + delete; returns the exit code (128+N for signal N).
 
     This process becomes a child subreaper for the duration, as ``runc run`` is
     the parent of its container, so it can collect the exit status.  A failure
     at exec raises :class:`LaunchError` with ``exit_code`` 126 or 127.
+    Failed poststart/poststop hooks go to ``on_warning``.
     """
+    warnings: list[str] = []
     was = _subreaper(True)
     try:
         st, ch = _create(_state.check_id(cid), bundle, state_root, stdio, pid_file,
                          cgroup_hook, cgroup_cleanup)
         try:
-            start(cid, state_root)
+            warnings += start(cid, state_root)
             try:
                 msg = ch.recv_or_eof()  # EOF: the sync socket closed at exec
             except ProtocolError:
@@ -353,7 +409,10 @@ def run(cid: str, bundle: StrPath, state_root: StrPath, *, stdio: Stdio = (0, 1,
             code = _reap(st.pid)
         finally:
             ch.close()
-            delete(cid, state_root, force=True, cgroup_cleanup=cgroup_cleanup)
+            warnings += delete(cid, state_root, force=True, cgroup_cleanup=cgroup_cleanup)
+            if on_warning is not None:
+                for w in warnings:
+                    on_warning(w)
         if msg is not None and msg["type"] == ERROR:
             raise error(msg)
         return _exit_code(code)

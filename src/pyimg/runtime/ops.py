@@ -90,7 +90,7 @@ def _console(spec: dict[str, Any], console_socket: str | None, *, detached: bool
 
 def _launch(call: Callable[..., Any], root: StrPath, bundle: StrPath,
             pid_file: StrPath | None, cid: str, console_socket: str | None, *,
-            detached: bool, warm: int | None) -> Any:
+            detached: bool, warm: int | None, **extra: Any) -> Any:
     """``launcher.create`` or ``launcher.run`` with pyimg's cgroup hooks and stdio."""
     from pyimg.runtime import launcher
 
@@ -101,7 +101,7 @@ def _launch(call: Callable[..., Any], root: StrPath, bundle: StrPath,
         return call(cid, bundle, root, pid_file=pid_file,
                     stdio=(0, 1, 2) if console is None else (console, 1, 2),
                     cgroup_hook=_hook(spec, root, cid, warm),
-                    cgroup_cleanup=_cleanup(root, cid))
+                    cgroup_cleanup=_cleanup(root, cid), **extra)
     finally:
         if console is not None:
             os.close(console)
@@ -118,7 +118,7 @@ def create(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *
 def start(root: StrPath, cid: str) -> None:
     from pyimg.runtime import launcher
 
-    launcher.start(cid, root)
+    warn(launcher.start(cid, root))
 
 
 def state(root: StrPath, cid: str) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def kill(root: StrPath, cid: str, sig: str) -> None:
 def delete(root: StrPath, cid: str, force: bool) -> None:
     from pyimg.runtime import launcher
 
-    launcher.delete(cid, root, force=force, cgroup_cleanup=_cleanup(root, cid))
+    warn(launcher.delete(cid, root, force=force, cgroup_cleanup=_cleanup(root, cid)))
 
 
 def run(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *,
@@ -145,8 +145,16 @@ def run(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *,
     from pyimg.runtime import launcher
 
     code: int = _launch(launcher.run, root, bundle, pid_file, cid, console_socket,
-                        detached=False, warm=warm)
+                        detached=False, warm=warm, on_warning=lambda w: warn([w]))
     return code
+
+
+def warn(warnings: list[str]) -> None:
+    """Failed poststart/poststop hooks: reported, as runc does, and not fatal."""
+    import sys
+
+    for w in warnings:
+        sys.stderr.write(f"pyimg: warning: {w}\n")
 
 
 def log_error(path: str | None, fmt: str, message: str) -> None:

@@ -71,6 +71,7 @@ USERNS = "userns"
 CONTINUE = "continue"
 PID = "pid"
 READY = "ready"
+HOOKS = "hooks"  # init stopped before pivot_root: run prestart/createRuntime hooks
 ERROR = "error"
 
 
