@@ -256,3 +256,39 @@ def test_kill_all_by_freezing_when_there_is_no_cgroup_kill(layout: Layout, top: 
         p.wait()
         m.kill_all()
         m.destroy()
+
+
+def test_pure_v2_path_on_the_real_cgroup2_mount(layout: Layout, top: str) -> None:
+    """The v2-only code path on the kernel's real cgroup2 hierarchy.
+
+    This host is hybrid and its cgroup2 mount offers only hugetlb, so what a
+    pure v2 host does with memory/cpu/pids cannot be shown here; what can is
+    shown: controllers enabled down the tree through cgroup.subtree_control
+    (the "no internal processes" rule), a v2 limit file written, membership,
+    cgroup.kill, removal.
+    """
+    unified = layout.unified
+    assert unified is not None, "this host has no cgroup2 mount"
+    assert "hugetlb" in unified.controllers, unified.controllers
+    v2 = Layout("v2", (unified,))
+    limit = 4 * 2 * MiB
+    m = CgroupManager(f"{top}/c", {"hugepageLimits": [{"pageSize": "2MB", "limit": limit}]},
+                      layout=v2)
+    m.create()
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        m.apply()
+        parent = Path(m.dirs[""]).parent
+        assert "hugetlb" in (parent / "cgroup.subtree_control").read_text().split()
+        assert (Path(m.dirs[""]) / "hugetlb.2MB.max").read_text().strip() == str(limit)
+        m.add(p.pid)
+        assert membership(p.pid)[frozenset()] == f"{top}/c"
+        assert m.pids() == [p.pid]
+        m.kill_all()  # through cgroup.kill
+        assert p.wait(5) == -signal.SIGKILL
+        m.destroy()
+        assert not parent.exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
