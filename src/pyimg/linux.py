@@ -189,6 +189,20 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset", None)
 
 
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+
+
+def bpf(cmd: int, attr: bytes) -> int:
+    """bpf(2) with ``attr`` (a packed ``union bpf_attr``); returns the result (an fd
+    for loads)."""
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    rc = int(_libc.syscall(_SYS_BPF, ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr))))
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
+    return rc
+
+
 def set_child_subreaper(on: bool = True) -> None:
     """PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to this process."""
     prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)

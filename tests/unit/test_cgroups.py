@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyimg.errors import FailedPrecondition, InvalidArgument
-from pyimg.runtime import cgroups
+from pyimg.runtime import cgroups, devicefilter
 from pyimg.runtime.cgroups import (
     UNIFIED,
     CgroupManager,
@@ -167,6 +167,10 @@ class Recorder:
     def __init__(self) -> None:
         self.writes: list[tuple[Path, str]] = []
         self.files: dict[Path, str] = {}
+        self.filters: list[tuple[Path, list[dict[str, object]]]] = []
+
+    def attach(self, cgroup_dir: str, rules: list[dict[str, object]]) -> None:
+        self.filters.append((Path(cgroup_dir), list(rules)))
 
     def write(self, path: str, value: str) -> None:
         self.writes.append((Path(path), value))
@@ -186,6 +190,7 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     r = Recorder()
     monkeypatch.setattr(cgroups, "_write", r.write)
     monkeypatch.setattr(cgroups, "_read", r.read)
+    monkeypatch.setattr(devicefilter, "attach", r.attach)
     yield r
 
 
@@ -214,8 +219,10 @@ def test_v2_create_enables_controllers_and_writes_v2_files(tmp_path: Path, rec: 
     assert rec.to(leaf / "cpu.weight") == ["39"]
     assert rec.to(leaf / "cpu.max") == ["50000 100000"]
     assert rec.to(leaf / "pids.max") == ["20"]
-    # no device files on v2: enforcement would need eBPF
+    # no device files on v2: an eBPF program with the spec's rules, then runc's defaults
     assert not [p for p, _ in rec.writes if p.name.startswith("devices.")]
+    assert [(d, rules[:2]) for d, rules in rec.filters] == [(leaf, RES["devices"])]
+    assert rec.filters[0][1][2:] == list(cgroups.DEFAULT_ALLOWED_DEVICES)
     m.add(1234)
     assert rec.to(leaf / "cgroup.procs") == ["1234"]
     m.destroy()

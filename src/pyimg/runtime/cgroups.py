@@ -42,7 +42,7 @@ What is enforced where
     cpu.cpus / mems          cpuset.cpus / cpuset.mems             cpuset.cpus / cpuset.mems
     pids.limit               pids.max                              pids.max
     hugepageLimits           hugetlb.<size>.limit_in_bytes         hugetlb.<size>.max
-    devices                  devices.deny "a", then rules in order NOT ENFORCED (see below)
+    devices                  devices.deny "a", then rules in order an eBPF program (see below)
     unified                  (refused: needs cgroup2)              written as given
 
 The v1 or v2 column is chosen per controller, by where it is mounted (on a
@@ -56,11 +56,12 @@ the value.
 Devices: on v1 the rules are applied like runc: deny everything, then each
 rule of ``linux.resources.devices`` in order, then runc's default allowed
 devices (``/dev/null``, ``zero``, ``full``, ``random``, ``urandom``, ``tty``,
-``ptmx``, ``pts/*``, ``mknod`` of anything).  On a pure v2 host device access
-is controlled by an eBPF program (``BPF_CGROUP_DEVICE``), which pyimg does
-not load: there the rules are *not enforced* by the cgroup, and the container
-relies on its ``/dev`` holding only the default nodes.  A v1/hybrid host
-without a devices hierarchy is refused rather than silently unprotected.
+``ptmx``, ``pts/*``, ``mknod`` of anything).  cgroup v2 has no devices
+controller: the same list becomes a ``BPF_CGROUP_DEVICE`` program attached to
+the container's cgroup2 directory (:mod:`pyimg.runtime.devicefilter`; the last
+matching rule decides, no match denies), on a pure v2 host and on a hybrid
+host that mounts no v1 devices hierarchy.  A v1 host without one is refused
+rather than silently unprotected.
 
 A manager that must outlive its process (create in ``pyimg runtime create``,
 destroy in ``delete``) is saved with :meth:`CgroupManager.to_state` and
@@ -365,7 +366,7 @@ class CgroupManager:
             need["pids"] = "pids"
         if res.get("hugepageLimits"):
             need["hugetlb"] = "hugepageLimits"
-        if res.get("devices") and self.layout.mode != "v2":
+        if res.get("devices") and self.layout.unified is None:
             need["devices"] = "devices"
         return need
 
@@ -605,14 +606,18 @@ class CgroupManager:
     def _apply_devices(self, rules: list[Mapping[str, Any]], default_devices: bool) -> None:
         h = self.layout.controller("devices")
         if h is None or h.version == 2:
-            if self.layout.mode == "v2":
-                return  # needs a BPF_CGROUP_DEVICE program: not enforced (module docstring)
-            if not rules:
-                return
-            raise FailedPrecondition(
-                f"linux.resources.devices needs the v1 devices controller, which this "
-                f"{self.layout.mode} host does not mount",
-                hint="mount the devices hierarchy under /sys/fs/cgroup")
+            if self.layout.unified is None:
+                if not rules:
+                    return
+                raise FailedPrecondition(
+                    "linux.resources.devices needs the v1 devices controller, which this "
+                    "v1 host does not mount", hint="mount the devices hierarchy")
+            # cgroup v2 has no devices controller: an eBPF program decides
+            from pyimg.runtime import devicefilter
+
+            devicefilter.attach(self.dirs[UNIFIED], [
+                *rules, *(DEFAULT_ALLOWED_DEVICES if default_devices else ())])
+            return
         d = self.dirs[h.key]
         _write(f"{d}/devices.deny", "a")
         for rule in [*rules, *(DEFAULT_ALLOWED_DEVICES if default_devices else ())]:
