@@ -251,11 +251,15 @@ def test_kill_all_by_freezing_when_there_is_no_cgroup_kill(layout: Layout, top: 
         assert m.pids() == []
         assert p.wait(5) == -signal.SIGKILL
     finally:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-        m.kill_all()
-        m.destroy()
+        _stop(p, m)
+
+
+def _stop(p: subprocess.Popen[Any], m: CgroupManager) -> None:
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+    m.kill_all()
+    m.destroy()
 
 
 def test_pure_v2_path_on_the_real_cgroup2_mount(layout: Layout, top: str) -> None:
@@ -319,11 +323,7 @@ def test_device_rules_on_cgroup2_are_an_ebpf_program(layout: Layout, top: str,
         m.add(p.pid)
         out, _ = p.communicate("go\n", timeout=10)
     finally:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-        m.kill_all()
-        m.destroy()
+        _stop(p, m)
     assert out.split() == ["zero-ok", "kmsg-denied", "mknod-ok", "sda-denied"]
     # the same node outside the cgroup is readable: the program made the difference
     with open(tmp_path / "kmsg", "rb"):
