@@ -135,9 +135,19 @@ def kill(root: StrPath, cid: str, sig: str) -> None:
 
 
 def delete(root: StrPath, cid: str, force: bool) -> None:
+    """``--force`` of a container that does not exist succeeds, as with runc (containerd's
+    shim cleans up that way after a container that already went)."""
+    from pyimg.errors import NotFound
     from pyimg.runtime import launcher
 
-    warn(launcher.delete(cid, root, force=force, cgroup_cleanup=_cleanup(root, cid)))
+    try:
+        warn(launcher.delete(cid, root, force=force, cgroup_cleanup=_cleanup(root, cid)))
+    except NotFound:
+        if not force:
+            raise
+        from pyimg.runtime.cgroup_hooks import destroy
+
+        destroy(_cgroup_state(root, cid))  # a cgroup left by an interrupted create
 
 
 def run(root: StrPath, bundle: StrPath, pid_file: StrPath | None, cid: str, *,
