@@ -41,6 +41,11 @@ def ctrd(busybox: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with Containerd(base) as c:
         c.ctr(NS, "image", "import", "--base-name", "localhost/busybox", str(archive))
         yield c, "localhost/busybox:latest", wrapper
+    # the shim's --root for this namespace (containerd's fixed /run/containerd/runc/NS)
+    runtime_root = Path("/run/containerd/runc") / NS
+    if runtime_root.is_dir():
+        assert not list(runtime_root.iterdir()), "a container's runtime state was left"
+        runtime_root.rmdir()
 
 
 def _ctr(c: Containerd, *args: str) -> subprocess.CompletedProcess[str]:
