@@ -24,24 +24,53 @@ if TYPE_CHECKING:
     from pyimg.fsutil import StrPath
 
 
-def join_hook(cgroups_path: str, resources: Mapping[str, Any] | None,
-              state_file: StrPath) -> Callable[[int], None]:
-    """A launcher ``cgroup_hook``: create + limit the cgroup, add ``pid``, record it."""
-    def hook(pid: int) -> None:
+class JoinHook:
+    """A launcher ``cgroup_hook``: create + limit the cgroup, record it, add ``pid``.
+
+    :meth:`prepare` (everything but the move) needs no pid: the launcher calls
+    it while init starts, so the directories and limits are written in parallel
+    with init's own start-up; calling the hook does what is left.
+    """
+
+    def __init__(self, cgroups_path: str, resources: Mapping[str, Any] | None,
+                 state_file: StrPath, warm: int | None = None) -> None:
+        self.cgroups_path, self.resources, self.state_file = cgroups_path, resources, state_file
+        self.warm = warm  # an attachwarm child to reap once the move is done
+        self.mgr: Any = None
+
+    def prepare(self) -> None:
+        if self.mgr is not None:
+            return
         from pyimg.runtime.cgroups import CgroupManager
 
-        mgr = CgroupManager(cgroups_path, resources or {})
+        mgr = CgroupManager(self.cgroups_path, self.resources or {})
         try:
             mgr.create()
+            # recorded before anything can fail later: whoever cleans up finds it
+            atomic_write(self.state_file, json.dumps(mgr.to_state()).encode(),
+                         durable=False)
             mgr.apply()
-            mgr.add(pid)
         except BaseException:
             with contextlib.suppress(PyimgError, OSError):
                 mgr.destroy()  # what create() made must not outlive the failure
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.state_file)
             raise
-        atomic_write(state_file, json.dumps(mgr.to_state()).encode())
+        self.mgr = mgr
 
-    return hook
+    def __call__(self, pid: int) -> None:
+        from pyimg.runtime import attachwarm
+
+        try:
+            self.prepare()
+            self.mgr.add(pid)
+        finally:
+            attachwarm.reap(self.warm)
+
+
+def join_hook(cgroups_path: str, resources: Mapping[str, Any] | None,
+              state_file: StrPath, warm: int | None = None) -> JoinHook:
+    return JoinHook(cgroups_path, resources, state_file, warm)
 
 
 def add_hook(state_file: StrPath) -> Callable[[int], None]:

@@ -181,7 +181,8 @@ def _create(cid: str, bundle: StrPath, state_root: StrPath, stdio: Stdio,
                 durable=False)
         proc, ch = spawn(stdio)
         try:
-            pid = handshake(proc, ch, cfg)
+            # the cgroup's directories and limits are written while init starts
+            pid = handshake(proc, ch, cfg, meanwhile=getattr(cgroup_hook, "prepare", None))
             start = _state.proc_start_time(pid)
             if start is None:
                 raise LaunchError("container init exited during setup", stage="init")

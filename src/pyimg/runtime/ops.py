@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from pyimg.fsutil import StrPath
+    from pyimg.runtime.cgroup_hooks import JoinHook
     from pyimg.runtime.state import ContainerState
 
 
@@ -33,23 +34,14 @@ def _cgroup_state(root: StrPath, cid: str) -> str:
 
 
 def _hook(spec: dict[str, Any], root: StrPath, cid: str,
-          warm: int | None = None) -> Callable[[int], None]:
+          warm: int | None = None) -> JoinHook:
     """The cgroup join; ``warm``: the :mod:`~pyimg.runtime.attachwarm` child to reap
     once the join is done."""
-    from pyimg.runtime import attachwarm
     from pyimg.runtime.cgroup_hooks import join_hook
 
     linux = spec.get("linux") or {}
-    join = join_hook(linux.get("cgroupsPath") or f"/pyimg/{cid}", linux.get("resources"),
-                     _cgroup_state(root, cid))
-
-    def hook(pid: int) -> None:
-        try:
-            join(pid)
-        finally:
-            attachwarm.reap(warm)
-
-    return hook
+    return join_hook(linux.get("cgroupsPath") or f"/pyimg/{cid}", linux.get("resources"),
+                     _cgroup_state(root, cid), warm)
 
 
 def _cleanup(root: StrPath, cid: str) -> Callable[[ContainerState], None]:

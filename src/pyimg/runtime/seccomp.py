@@ -299,6 +299,7 @@ def preload(seccomp: Mapping[str, Any] | None = None) -> None:
             doc = _canonical(seccomp)
             if program is not None and doc is not None:
                 _ready[doc] = program
+                _ready_for[id(seccomp)] = (seccomp, program)
                 _loader()  # ctypes too is a file to import
                 return
     _libseccomp()
@@ -406,6 +407,11 @@ def install(seccomp: Mapping[str, Any]) -> None:
     anything is loaded) and :class:`FailedPrecondition` when libseccomp is
     missing or the kernel refuses the filter.
     """
+    prepared = _ready_for.get(id(seccomp))
+    if prepared is not None and prepared[0] is seccomp and _try_load(prepared[1], seccomp):
+        # preload() had this very object's program: a program is cached only for a
+        # document that compiled before, so there is nothing left to validate
+        return
     compiled = _compile(seccomp)  # validation first, cache or not
     key = program = None
     if _pinned:  # only what preload() prepared: no file looked at now (nor our euid)
@@ -414,14 +420,8 @@ def install(seccomp: Mapping[str, Any]) -> None:
     else:
         key = _cache_key(seccomp)
         program = _read_cached(key) if key is not None else None
-    if program is not None:
-        try:
-            _load_program(program, _kernel_flags(seccomp))
-            return
-        except OSError as exc:
-            if exc.errno in (EACCES, EPERM):
-                raise _load_failed(-exc.errno) from None
-            # anything else: the kernel did not take the cached program; build it
+    if program is not None and _try_load(program, seccomp):
+        return
     if _pinned and _lib is None:
         # preload() found the program, so libseccomp was not loaded: a library
         # path now might lead into the container's file system
@@ -438,6 +438,17 @@ def install(seccomp: Mapping[str, Any]) -> None:
             raise _load_failed(rc)
     finally:
         _lib.seccomp_release(ctx)
+
+
+def _try_load(program: bytes, seccomp: Mapping[str, Any]) -> bool:
+    """Load a compiled program; False when the kernel did not take it (then build it)."""
+    try:
+        _load_program(program, _kernel_flags(seccomp))
+        return True
+    except OSError as exc:
+        if exc.errno in (EACCES, EPERM):
+            raise _load_failed(-exc.errno) from None
+        return False
 
 
 def _load_failed(rc: int) -> FailedPrecondition:
@@ -528,6 +539,8 @@ _NR_SECCOMP: dict[str, int] = {
 
 _pinned = False  # preload() ran: install() touches no file from now on
 _ready: dict[str, bytes] = {}  # canonical spec JSON → program, prepared by preload()
+#: id(spec object) → (that object, its program): install() of the object preload() saw
+_ready_for: dict[int, tuple[Mapping[str, Any], bytes]] = {}
 _libc: Any = None
 _SockFprog: Any = None
 _lib_id: str | None = None  # memo of _library_id(): "" for none

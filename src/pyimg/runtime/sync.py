@@ -59,7 +59,7 @@ from pyimg.errors import LaunchError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     Stdio = tuple[int, int, int]
@@ -293,9 +293,14 @@ def write_id_maps(pid: int, lx: Mapping[str, Any]) -> None:
                               stage="user namespace", errno=exc.errno) from exc
 
 
-def handshake(proc: subprocess.Popen[bytes] | Forked, ch: Channel, cfg: dict[str, Any]) -> int:
-    """Send the config, serve the user-namespace request, return stage 2's pid."""
+def handshake(proc: subprocess.Popen[bytes] | Forked, ch: Channel, cfg: dict[str, Any],
+              meanwhile: Callable[[], None] | None = None) -> int:
+    """Send the config, serve the user-namespace request, return stage 2's pid.
+
+    ``meanwhile`` runs once the config is sent, while init works on it."""
     ch.send(CONFIG, **cfg)
+    if meanwhile is not None:
+        meanwhile()
     while True:
         try:
             msg = ch.recv()
