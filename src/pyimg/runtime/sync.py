@@ -11,6 +11,7 @@ Every message is one JSON object on one line with a ``type``.
     ───────────────────────────         ───────────────────────       ────────────────────────
     Popen(init, pass_fds=sync) ──────►  PR_SET_DUMPABLE 0
     config{spec,rootfs,fifo,..} ─────►  open(exec.fifo, O_PATH)  (as the host's root)
+    meanwhile: cgroup dirs + limits
                                         setns(joined namespaces)
                                         [user ns requested]
                                         unshare(CLONE_NEWUSER), alone and first
@@ -27,7 +28,10 @@ Every message is one JSON object on one line with a ``type``.
     cgroup_hook(pid), pid file
     continue ──────────────────────────────────────────────────────►  unshare(cgroup) (now the
                                                                       cgroup is the ns root)
-                                                                      rootfs: mounts, devices,
+                                                                      rootfs: mounts, devices
+                     ◄─────────────────────────────────────────────── hooks (only if the spec
+    prestart, createRuntime hooks                                     has these hooks)
+    continue ──────────────────────────────────────────────────────►  createContainer hooks,
                                                                       pivot_root, masks, hostname
                      ◄─────────────────────────────────────────────── ready
     create() returns: "created"                                       open(exec.fifo, O_WRONLY)
