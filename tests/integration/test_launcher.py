@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -298,13 +299,14 @@ def test_runtime_cli_fast_path_runs_a_bundle(env: Env, tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
 
 
-def _pyimg_runtime(tmp_path: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    import sys
-
+def _pyimg_runtime(tmp_path: Path, *args: str, detached: bool = False
+                   ) -> subprocess.CompletedProcess[str]:
+    """``detached``: what it starts keeps its stdio (as with runc), so not a pipe."""
     pyimg = str(Path(sys.executable).with_name("pyimg"))
+    out = subprocess.DEVNULL if detached else subprocess.PIPE
     return subprocess.run([pyimg, "runtime", "--root", str(tmp_path / "rt"), *args],
-                          capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL, **kw)
+                          stdout=out, stderr=out, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
 
 
 def test_runtime_cli_console_socket_hands_over_the_pty(env: Env, tmp_path: Path) -> None:
@@ -489,3 +491,40 @@ def test_hooks_same_order_and_places_as_runc(env: Env, tmp_path: Path) -> None:
         if kind != "poststart":  # runc still says "created" there; the process runs
             assert theirs["status"] == ours["status"], kind
         assert (theirs.get("pid", 0) == 1) == (ours["pid"] == 1), kind
+
+
+def test_runtime_cli_exec_ps_pause_resume(env: Env, tmp_path: Path) -> None:
+    bundle = env.bundle("sleep", "60")
+    assert _pyimg_runtime(tmp_path, "create", "--bundle", str(bundle), "x1",
+                          detached=True).returncode == 0
+    try:
+        assert _pyimg_runtime(tmp_path, "start", "x1").returncode == 0
+        init = json.loads(_pyimg_runtime(tmp_path, "state", "x1").stdout)["pid"]
+        # foreground: waits, same pid namespace and root, its exit code comes back
+        p = _pyimg_runtime(tmp_path, "exec", "-e", "GREETING=hi", "--cwd", "/etc", "x1",
+                           "sh", "-c", 'echo $GREETING $(pwd) $$; ls /proc | grep -c "^1$"; '
+                           "exit 4")
+        assert p.returncode == 4, p.stderr
+        greeting, cwd, pid, one = p.stdout.split()
+        assert (greeting, cwd, one) == ("hi", "/etc", "1") and int(pid) > 1
+        # detached: returns at once, the pid file names the process, ps lists it
+        pid_file = tmp_path / "exec.pid"
+        p = _pyimg_runtime(tmp_path, "exec", "-d", "--pid-file", str(pid_file), "x1",
+                           "sleep", "30", detached=True)
+        assert p.returncode == 0, p.stderr
+        sleeper = int(pid_file.read_text())
+        assert sorted(json.loads(_pyimg_runtime(tmp_path, "ps", "--format", "json",
+                                                "x1").stdout)) == sorted([init, sleeper])
+        assert f"{sleeper}\tsleep 30" in _pyimg_runtime(tmp_path, "ps", "x1").stdout
+        # pause: every process frozen (cgroup freezer), state says so; resume thaws
+        assert _pyimg_runtime(tmp_path, "pause", "x1").returncode == 0
+        assert json.loads(_pyimg_runtime(tmp_path, "state", "x1").stdout)["status"] == "paused"
+        freezer = Path(json.loads((tmp_path / "rt" / "x1" / "cgroup-state.json").read_text())
+                       ["dirs"]["freezer"])
+        assert (freezer / "freezer.state").read_text().strip() == "FROZEN"
+        assert _pyimg_runtime(tmp_path, "resume", "x1").returncode == 0
+        assert (freezer / "freezer.state").read_text().strip() == "THAWED"
+        assert json.loads(_pyimg_runtime(tmp_path, "state", "x1").stdout)["status"] == "running"
+        assert _pyimg_runtime(tmp_path, "resume", "x1").returncode == 5  # not paused
+    finally:
+        assert _pyimg_runtime(tmp_path, "delete", "--force", "x1").returncode == 0

@@ -4,7 +4,8 @@ A private containerd (the benchmark's harness: its own root, state and socket,
 nothing shared with a system containerd) runs the busybox fixture through its
 real shim, ``containerd-shim-runc-v2``, with ``--runc-binary`` pointing at a
 two-line wrapper that execs ``pyimg runtime "$@"``.  The shim calls create
-(with --log, --log-format json, --pid-file), start, state, kill and delete.
+(with --log, --log-format json, --pid-file), start, state, exec, ps, pause,
+resume, kill and delete.
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ def test_ctr_detached_task_kill_and_delete(ctrd: tuple[Containerd, str, Path]) -
     p = _ctr(c, "run", "-d", "--runc-binary", str(wrapper), ref, "pyimg-c2", "sleep", "60")
     assert p.returncode == 0, p.stderr
     try:
+        assert _task(c, "pyimg-c2") == "RUNNING"
+        # exec (runc exec --process F --detach --pid-file P), ps (runc ps --format json)
+        p = _ctr(c, "task", "exec", "--exec-id", "e1", "pyimg-c2", "sh", "-c",
+                 "echo exec says hi; exit 3")
+        assert (p.returncode, p.stdout) == (3, "exec says hi\n"), p.stderr
+        ps = _ctr(c, "task", "ps", "pyimg-c2")
+        assert ps.returncode == 0 and len(ps.stdout.splitlines()) == 2, ps  # header + init
+        # pause and resume (the cgroup freezer)
+        assert _ctr(c, "task", "pause", "pyimg-c2").returncode == 0
+        assert _task(c, "pyimg-c2") == "PAUSED"
+        assert _ctr(c, "task", "resume", "pyimg-c2").returncode == 0
         assert _task(c, "pyimg-c2") == "RUNNING"
         assert _ctr(c, "task", "kill", "--signal", "SIGKILL", "pyimg-c2").returncode == 0
         deadline = time.monotonic() + 10

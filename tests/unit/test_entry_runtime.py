@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pyimg.entry import _parse_runtime, _split_runtime
+from pyimg.entry import _split_runtime
 from pyimg.runtime import attachwarm
+from pyimg.runtime.cmdline import parse as _parse_runtime
 
 
 @pytest.mark.parametrize(("argv", "want"), [
@@ -23,6 +24,14 @@ from pyimg.runtime import attachwarm
     (["kill", "c1", "KILL"], {"verb": "kill", "container_id": "c1", "sig": "KILL"}),
     (["delete", "-f", "c1"], {"verb": "delete", "force": True, "container_id": "c1"}),
     (["start", "--", "c1"], {"verb": "start", "container_id": "c1"}),
+    (["exec", "-d", "--pid-file", "/p", "-e", "A=1", "--env=B=2", "-t", "c1", "sh", "-c",
+      "ls -l"],
+     {"verb": "exec", "detach": True, "pid_file": "/p", "env": ["A=1", "B=2"], "tty": True,
+      "container_id": "c1", "command": ["sh", "-c", "ls -l"]}),
+    (["exec", "--process", "/p.json", "c1"],
+     {"verb": "exec", "process": "/p.json", "container_id": "c1", "command": []}),
+    (["ps", "--format", "json", "c1"], {"verb": "ps", "format": "json", "container_id": "c1"}),
+    (["pause", "c1"], {"verb": "pause", "container_id": "c1"}),
 ])
 def test_parses_runc_spellings(argv: list[str], want: dict[str, object]) -> None:
     assert _parse_runtime(argv) == want
@@ -39,6 +48,8 @@ def test_parses_runc_spellings(argv: list[str], want: dict[str, object]) -> None
     ["delete", "--force=yes", "c1"],      # a flag takes no value
     ["--log-format", "xml", "state", "c1"],
     ["state", "--root", "/r", "c1"],      # a group option after the verb: runc refuses too
+    ["exec", "--tty=1", "c1", "sh"],      # a flag takes no value
+    ["exec"],                             # id missing
 ])
 def test_anything_else_goes_to_click(argv: list[str]) -> None:
     assert _parse_runtime(argv) is None

@@ -4,6 +4,8 @@
     pyimg runtime create --bundle DIR [--pid-file F] [--console-socket SOCK] ID
     pyimg runtime start ID | state ID | kill ID [SIGNAL] | delete [--force] ID
     pyimg runtime run --bundle DIR [--console-socket SOCK] ID | list
+    pyimg runtime exec [--process F | -e K=V --cwd D -u UID:GID -t] [-d] [--pid-file F] ID [CMD]
+    pyimg runtime ps [--format json] ID | pause ID | resume ID
 
 The usual calls are parsed by :mod:`pyimg.entry` without click; this group is
 the reference (help, and the explanation of a mistake).
@@ -69,14 +71,20 @@ def create(ctx: click.Context, bundle: Path, pid_file: Path | None, console_sock
     ops.create(_root(ctx), bundle, pid_file, container_id, console_socket=console_socket)
 
 
-@runtime.command()
-@click.argument("container_id")
-@click.pass_context
-def start(ctx: click.Context, container_id: str) -> None:
-    """Run the created container's process."""
-    from pyimg.runtime import ops
+def _id_verb(name: str, doc: str) -> None:
+    """A verb that takes just the container id and calls ``ops.<name>(root, id)``."""
+    @runtime.command(name, help=doc)
+    @click.argument("container_id")
+    @click.pass_context
+    def verb(ctx: click.Context, container_id: str) -> None:
+        from pyimg.runtime import ops
 
-    ops.start(_root(ctx), container_id)
+        getattr(ops, name)(_root(ctx), container_id)
+
+
+_id_verb("start", "Run the created container's process.")
+_id_verb("pause", "Freeze every process of the container.")
+_id_verb("resume", "Thaw a paused container.")
 
 
 @runtime.command()
@@ -125,6 +133,41 @@ def run_(ctx: click.Context, bundle: Path, pid_file: Path | None, console_socket
 
     sys.exit(ops.run(_root(ctx), bundle, pid_file, container_id,
                      console_socket=console_socket))
+
+
+@runtime.command("exec")
+@click.option("--process", "-p", "process_file", metavar="FILE",
+              help="An OCI process (JSON) to run instead of ARGS.")
+@click.option("--detach", "-d", is_flag=True, help="Return once the process runs.")
+@click.option("--tty", "-t", is_flag=True, help="Give the process a terminal.")
+@click.option("--cwd", help="Working directory inside the container.")
+@click.option("--env", "-e", multiple=True, metavar="K=V")
+@click.option("--user", "-u", metavar="UID[:GID]")
+@click.option("--pid-file", type=click.Path())
+@click.option("--console-socket", metavar="SOCK")
+@click.argument("container_id")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx: click.Context, process_file: str | None, detach: bool, tty: bool,
+          cwd: str | None, env: tuple[str, ...], user: str | None, pid_file: str | None,
+          console_socket: str | None, container_id: str, command: tuple[str, ...]) -> None:
+    """Run a process in a running container (runc exec)."""
+    from pyimg.runtime import ops
+
+    sys.exit(ops.exec_(_root(ctx), container_id, process_file=process_file,
+                       args=list(command), env=list(env), cwd=cwd, user=user, tty=tty,
+                       detach=detach, pid_file=pid_file, console_socket=console_socket))
+
+
+@runtime.command("ps")
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.argument("container_id")
+@click.pass_context
+def ps_(ctx: click.Context, fmt: str, container_id: str) -> None:
+    """The container's processes (host pids)."""
+    from pyimg.runtime import ops
+
+    click.echo(ops.ps(_root(ctx), container_id, fmt), nl=False)
 
 
 @runtime.command("list")

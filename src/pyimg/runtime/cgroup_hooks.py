@@ -76,7 +76,7 @@ def join_hook(cgroups_path: str, resources: Mapping[str, Any] | None,
 def add_hook(state_file: StrPath) -> Callable[[int], None]:
     """For exec: put ``pid`` into the container's existing cgroup."""
     def hook(pid: int) -> None:
-        mgr = _load(state_file)
+        mgr = load(state_file)
         if mgr is not None:
             mgr.add(pid)
 
@@ -84,7 +84,7 @@ def add_hook(state_file: StrPath) -> Callable[[int], None]:
 
 
 def oom_killed(state_file: StrPath) -> bool:
-    mgr = _load(state_file)
+    mgr = load(state_file)
     with contextlib.suppress(OSError, PyimgError):
         return mgr is not None and bool(mgr.oom_killed())
     return False
@@ -92,7 +92,7 @@ def oom_killed(state_file: StrPath) -> bool:
 
 def destroy(state_file: StrPath) -> None:
     """Kill whatever is left in the cgroup and remove the directories we made."""
-    mgr = _load(state_file)
+    mgr = load(state_file)
     if mgr is None:
         return
     with contextlib.suppress(OSError, PyimgError):
@@ -102,7 +102,7 @@ def destroy(state_file: StrPath) -> None:
         os.unlink(state_file)
 
 
-def _load(state_file: StrPath) -> Any:
+def load(state_file: StrPath) -> Any:
     from pyimg.runtime.cgroups import CgroupManager
 
     try:

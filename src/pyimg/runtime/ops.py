@@ -116,7 +116,144 @@ def start(root: StrPath, cid: str) -> None:
 def state(root: StrPath, cid: str) -> dict[str, Any]:
     from pyimg.runtime import launcher
 
-    return launcher.state(cid, root)
+    out = launcher.state(cid, root)
+    if out["status"] == "running" and os.path.exists(_paused(root, cid)):
+        out["status"] = "paused"
+    return out
+
+
+def _paused(root: StrPath, cid: str) -> str:
+    return os.path.join(root, cid, "paused")
+
+
+def _cgroup(root: StrPath, cid: str) -> Any:
+    """The container's :class:`~pyimg.runtime.cgroups.CgroupManager` (checked: it exists)."""
+    from pyimg.errors import FailedPrecondition
+    from pyimg.runtime.cgroup_hooks import load
+
+    state(root, cid)  # NotFound for an unknown container
+    mgr = load(_cgroup_state(root, cid))
+    if mgr is None:
+        raise FailedPrecondition(f"container {cid} has no cgroup recorded")
+    return mgr
+
+
+def pause(root: StrPath, cid: str) -> None:
+    """Freeze every process of the container (runc pause): v1 freezer or cgroup.freeze."""
+    from pyimg.errors import FailedPrecondition
+
+    if state(root, cid)["status"] != "running":
+        raise FailedPrecondition(f"container {cid} is not running")
+    _cgroup(root, cid).freeze()
+    with open(_paused(root, cid), "wb"):
+        pass
+
+
+def resume(root: StrPath, cid: str) -> None:
+    from pyimg.errors import FailedPrecondition
+
+    if state(root, cid)["status"] != "paused":
+        raise FailedPrecondition(f"container {cid} is not paused")
+    _cgroup(root, cid).thaw()
+    os.unlink(_paused(root, cid))
+
+
+def ps(root: StrPath, cid: str, fmt: str) -> str:
+    """The host pids of the container's processes: JSON (what containerd's shim reads)
+    or a PID/CMD table."""
+    from pyimg.errors import InvalidArgument
+
+    if fmt not in ("table", "json"):
+        raise InvalidArgument(f"unknown ps format {fmt!r}: use table or json")
+    pids = _cgroup(root, cid).pids()
+    if fmt == "json":
+        return json.dumps(pids) + "\n"
+    lines = ["PID\tCMD"]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        lines.append(f"{pid}\t{cmd}")
+    return "\n".join(lines) + "\n"
+
+
+def exec_(root: StrPath, cid: str, *, process_file: str | None, args: list[str],
+          env: list[str], cwd: str | None, user: str | None, tty: bool, detach: bool,
+          pid_file: str | None, console_socket: str | None, warm: int | None = None) -> int:
+    """runc exec: a new process in the container (``--process FILE``, an OCI process,
+    or the container's own process with ARGS and the overrides).  In the foreground it
+    waits and returns the process's exit code; ``--detach`` returns once it runs."""
+    from pyimg import linux
+    from pyimg.errors import InvalidArgument
+    from pyimg.fsutil import atomic_write
+    from pyimg.runtime import attachwarm, launcher
+    from pyimg.runtime.cgroup_hooks import add_hook
+
+    process = _exec_process(launcher.load_spec(state(root, cid)["bundle"]), process_file,
+                            args, env, cwd, user, tty)
+    console = _console({"process": process}, console_socket, detached=detach)
+    join = add_hook(_cgroup_state(root, cid))
+
+    def hook(pid: int) -> None:
+        try:
+            join(pid)
+        finally:
+            attachwarm.reap(warm)
+
+    was = linux.is_child_subreaper()
+    if not detach:
+        linux.set_child_subreaper(True)  # the process is ours to wait for
+    try:
+        pid = launcher.exec_in(cid, root, process,
+                               stdio=(0, 1, 2) if console is None else (console, 1, 2),
+                               cgroup_hook=hook)
+        if pid_file:
+            atomic_write(pid_file, str(pid).encode(), 0o644)
+        if detach:
+            return 0
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+    except ChildProcessError as exc:
+        raise InvalidArgument(f"exec in {cid}: lost the process") from exc
+    finally:
+        if console is not None:
+            os.close(console)
+        if not detach:
+            linux.set_child_subreaper(was)
+
+
+def _exec_process(spec: dict[str, Any], process_file: str | None, args: list[str],
+                  env: list[str], cwd: str | None, user: str | None,
+                  tty: bool) -> dict[str, Any]:
+    from pyimg.errors import InvalidArgument
+
+    if process_file:
+        try:
+            with open(process_file, "rb") as f:
+                process = json.loads(f.read())
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument(f"--process {process_file}: {exc}") from exc
+        if not isinstance(process, dict) or not process.get("args"):
+            raise InvalidArgument(f"--process {process_file}: an OCI process with args")
+        return process
+    if not args:
+        raise InvalidArgument("exec needs a command (or --process FILE)")
+    process = dict(spec["process"], args=list(args), terminal=tty)
+    if env:
+        keys = {e.split("=", 1)[0] for e in env}
+        process["env"] = [e for e in process.get("env") or []
+                          if e.split("=", 1)[0] not in keys] + list(env)
+    if cwd:
+        process["cwd"] = cwd
+    if user:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise InvalidArgument(f"--user {user!r}: use UID[:GID] (numbers, as runc)")
+        process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    return process
 
 
 def kill(root: StrPath, cid: str, sig: str) -> None:
@@ -132,6 +269,8 @@ def delete(root: StrPath, cid: str, force: bool) -> None:
     from pyimg.errors import NotFound
     from pyimg.runtime import launcher
 
+    if force and os.path.exists(_paused(root, cid)):  # frozen tasks would not die
+        resume(root, cid)
     try:
         warn(launcher.delete(cid, root, force=force, cgroup_cleanup=_cleanup(root, cid)))
     except NotFound:
