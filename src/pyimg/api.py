@@ -6,41 +6,51 @@ except :meth:`Settings.from_env`, which the CLI uses to build defaults.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pyimg import oci
 from pyimg import reference as refs
 from pyimg.content import LocalStore
 from pyimg.errors import InvalidArgument, NotFound
-from pyimg.metadata import ImageRecord, MetaStore
-from pyimg.oci import Descriptor
-from pyimg.pull import ProgressFn, PullOptions, PullResult
-from pyimg.pull import pull as _pull
-from pyimg.remote.credentials import Credential, DockerConfig
+from pyimg.metadata import MetaStore
+from pyimg.record import Record
 from pyimg.settings import Settings
-from pyimg.sources import ImageSource
 
+# Import-light (`pyimg run` opens the store through this module): pulls, registries
+# and credentials are imported by the functions that need them.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pyimg.oci import Platform
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from pyimg.fsutil import StrPath
+    from pyimg.metadata import ImageRecord
+    from pyimg.oci import Descriptor, Platform
+    from pyimg.pull import ProgressFn, PullOptions, PullResult
+    from pyimg.remote.credentials import DockerConfig
     from pyimg.snapshotters import Snapshotter
+    from pyimg.sources import ImageSource
     from pyimg.unpack import ImageParts, Unpacker, UnpackResult
     from pyimg.unpack.pool import ApplyPool
 
-Note = Callable[[str], None]
+    Note = Callable[[str], None]
 
 
 class Store:
     """The content store and metadata under one root; a context manager."""
 
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.root = root
-        self.content = LocalStore(root / "content")
-        self.meta = MetaStore(root / "metadata.db")
+    def __init__(self, root: StrPath) -> None:
+        os.makedirs(root, 0o700, exist_ok=True)
+        self.root_dir = os.fspath(root)
+        self.content = LocalStore(os.path.join(root, "content"))
+        self.meta = MetaStore(os.path.join(root, "metadata.db"))
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.root_dir)
 
     def close(self) -> None:
         self.meta.close()
@@ -58,6 +68,7 @@ def open_source(text: str, settings: Settings, *, max_connections: int = 8) -> I
     spec = parse_source_spec(text)
     if spec.transport != "registry":
         return open_file_source(spec)
+    from pyimg.remote.credentials import DockerConfig
     from pyimg.remote.registry import RegistryOptions, RegistrySource
 
     assert spec.reference is not None
@@ -72,6 +83,9 @@ def pull(store: Store, text: str, settings: Settings, options: PullOptions | Non
          on_progress: ProgressFn | None = None, *, unpack: bool = True,
          snapshotter_name: str | None = None, note: Note | None = None) -> PullResult:
     """Pull into the store; with ``unpack``, layers are extracted while they arrive."""
+    from pyimg.pull import PullOptions
+    from pyimg.pull import pull as _pull
+
     options = options or PullOptions()
     source = open_source(text, settings, max_connections=max(options.jobs, 2) + 2)
     session = _UnpackSession(store, options, snapshotter_name, note) if unpack else None
@@ -143,13 +157,18 @@ class _UnpackSession:
 # images ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ImageSummary:
+class ImageSummary(Record):
+    _fields = ("name", "target", "size", "platforms", "created_at")
+    __slots__ = _fields
     name: str
     target: Descriptor
     size: int  # compressed bytes of the stored manifests, configs and layers
     platforms: tuple[str, ...]
     created_at: float
+
+    def __init__(self, name: str, target: Descriptor, size: int, platforms: tuple[str, ...],
+                 created_at: float) -> None:
+        self._set(name, target, size, platforms, created_at)
 
 
 def list_images(store: Store) -> list[ImageSummary]:
@@ -217,6 +236,8 @@ def tag_image(store: Store, source: str, target: str) -> str:
 
 
 def _docker_config(settings: Settings) -> DockerConfig:
+    from pyimg.remote.credentials import DockerConfig
+
     if settings.docker_config is None:
         raise NotFound("no docker config.json location", hint="set DOCKER_CONFIG")
     return DockerConfig.load(settings.docker_config)
@@ -224,6 +245,7 @@ def _docker_config(settings: Settings) -> DockerConfig:
 
 def login(settings: Settings, host: str, username: str, password: str) -> None:
     """Check the credentials against the registry, then store them as docker does."""
+    from pyimg.remote.credentials import Credential
     from pyimg.remote.login import check_credentials
 
     host = refs.parse(f"{host}/x").domain if "/" not in host else host
@@ -244,14 +266,15 @@ def snapshotter(store: Store, name: str | None = None) -> Snapshotter:
     """The named snapshotter, or overlay when the store's filesystem supports it."""
     from pyimg.snapshotters import open_snapshotter, overlay_supported
 
-    root = store.root / "snapshots"
-    root.mkdir(mode=0o700, exist_ok=True)
+    root = os.path.join(store.root_dir, "snapshots")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
     if name is None:
         name = os.environ.get("PYIMG_SNAPSHOTTER") or (
             "overlay" if overlay_supported(root) else "native")
     if name not in ("overlay", "native"):
         raise InvalidArgument(f"unknown snapshotter {name!r}: use overlay or native")
-    return open_snapshotter(name, store.root, store.meta)
+    return open_snapshotter(name, store.root_dir, store.meta)
 
 
 def _lock_dir(store: Store) -> Path:

@@ -29,9 +29,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     fast = _split_runtime(args)
     if fast is not None:
         finish(_run_fast(*fast))
+    _run_container(args)
     from pyimg.cli import main as cli_main
 
     cli_main(args)
+
+
+def _run_container(args: list[str]) -> None:
+    """`pyimg [--root R] [--config C] [--state S] [--debug] run ...` without click
+    (:mod:`pyimg.cli.fastrun`): exits once the container has run.  Returns for any
+    other command, and for a run that click must read (help, a mistake)."""
+    if "run" in args:
+        from pyimg.cli import fastrun
+
+        fastrun.main(args)
 
 
 def finish(code: int) -> NoReturn:

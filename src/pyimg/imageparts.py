@@ -7,19 +7,23 @@ whether anything must be unpacked.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-
 from pyimg import oci
-from pyimg.content import LocalStore
 from pyimg.digest import Digest
 from pyimg.errors import FailedPrecondition, NotFound
 from pyimg.oci import Descriptor, Platform
+from pyimg.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from pyimg.content import LocalStore
 
 
 def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
     """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    import hashlib
+
     out: list[Digest] = []
     for diff_id in diff_ids:
         if not out:
@@ -30,11 +34,16 @@ def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
     return out
 
 
-@dataclass(frozen=True)
-class ImageParts:
+class ImageParts(Record):
+    _fields = ("manifest_desc", "manifest", "config")
+    __slots__ = _fields
     manifest_desc: Descriptor
     manifest: oci.Manifest
     config: oci.ImageConfig
+
+    def __init__(self, manifest_desc: Descriptor, manifest: oci.Manifest,
+                 config: oci.ImageConfig) -> None:
+        self._set(manifest_desc, manifest, config)
 
     @property
     def chain(self) -> list[Digest]:

@@ -9,19 +9,24 @@ Blobs on disk are authoritative; the database holds names and references.
 
 from __future__ import annotations
 
+import _sqlite3 as sqlite3  # the sqlite3 package's C module, without its datetime import
 import json
-import sqlite3
-import threading
+import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from _thread import allocate_lock, get_ident  # threading's Lock, without threading
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 
 from pyimg.digest import Digest
 from pyimg.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from pyimg.oci import Descriptor
+from pyimg.record import Record
+
+TYPE_CHECKING = False  # import-light: `pyimg run` opens the store
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from types import TracebackType
+
+    from pyimg.fsutil import StrPath
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -82,8 +87,10 @@ _MIGRATIONS: tuple[str, ...] = (
 _KEEP: object = object()  # "leave this column alone" for update_snapshot
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotRecord:
+class SnapshotRecord(Record):
+    _fields = ("id", "snapshotter", "key", "kind", "parent", "created_at", "updated_at",
+               "labels")
+    __slots__ = _fields
     id: int  # names the snapshot's directory
     snapshotter: str
     key: str
@@ -93,21 +100,30 @@ class SnapshotRecord:
     updated_at: float
     labels: Mapping[str, str]
 
+    def __init__(self, id: int, snapshotter: str, key: str, kind: str, parent: str | None,
+                 created_at: float, updated_at: float, labels: Mapping[str, str]) -> None:
+        self._set(id, snapshotter, key, kind, parent, created_at, updated_at, labels)
 
-@dataclass(frozen=True, slots=True)
-class ImageRecord:
+
+class ImageRecord(Record):
+    _fields = ("name", "target", "created_at", "updated_at")
+    __slots__ = _fields
     name: str
     target: Descriptor
     created_at: float
     updated_at: float
 
+    def __init__(self, name: str, target: Descriptor, created_at: float,
+                 updated_at: float) -> None:
+        self._set(name, target, created_at, updated_at)
+
 
 class MetaStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: StrPath) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=60.0,
                                    check_same_thread=False)
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._owner: int | None = None
         self._db.execute("PRAGMA busy_timeout = 60000")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -123,6 +139,10 @@ class MetaStore:
             self._db.execute("PRAGMA journal_mode = WAL")
 
     def _migrate(self) -> None:
+        # A write transaction only when there is something to do: every `pyimg`
+        # command opens the store, and a write lock (and a commit) is not free.
+        if self._db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS):
+            return
         with self.transaction(write=True) as tx:
             version = tx.execute("PRAGMA user_version").fetchone()[0]
             if version > len(_MIGRATIONS):
@@ -140,7 +160,7 @@ class MetaStore:
         # fetch and unpack workers) take turns.  Opening a second one on the
         # same thread is a bug (pass the tx instead); refusing it up front
         # keeps sqlite's error from rolling back the outer transaction.
-        me = threading.get_ident()
+        me = get_ident()
         if self._owner == me:
             raise FailedPrecondition("metadata transaction: this thread is already in one")
         with self._lock:

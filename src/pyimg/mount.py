@@ -18,14 +18,16 @@ import contextlib
 import errno
 import os
 import resource
-import tempfile
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from _thread import allocate_lock  # threading's Lock: `pyimg run` needs no threading
 
 from pyimg import linux
 from pyimg.errors import InvalidArgument
-from pyimg.snapshotters import Mount
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from pyimg.snapshotters import Mount
 
 # option -> (flags to clear, flags to set); containerd's mount_linux.go table.
 _FLAGS: dict[str, tuple[int, int]] = {
@@ -62,7 +64,7 @@ _BIND_REMOUNT = (linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_N
 _PAGE = resource.getpagesize()
 _DATA_LIMIT = _PAGE - 512
 
-_CWD_LOCK = threading.Lock()
+_CWD_LOCK = allocate_lock()
 
 
 def parse_options(options: Sequence[str]) -> tuple[int, str]:
@@ -177,6 +179,8 @@ def unmount(target: str | os.PathLike[str], *, detach: bool = False) -> None:
 def mounted(mounts: Sequence[Mount],
             parent: str | os.PathLike[str] | None = None) -> Iterator[str]:
     """Mount on a fresh temp dir under ``parent``; unmount and remove it on exit."""
+    import tempfile
+
     target = tempfile.mkdtemp(prefix="pyimg-mount-", dir=parent)
     try:
         mount_all(mounts, target)
@@ -200,7 +204,9 @@ def mount_points_under(path: str | os.PathLike[str]) -> list[str]:
     """Mount points at or below ``path`` in this mount namespace."""
     root = os.path.realpath(path)
     found: list[str] = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    with open("/proc/self/mountinfo") as f:
+        mountinfo = f.read()
+    for line in mountinfo.splitlines():
         point = _unescape(line.split()[4])
         if point == root or point.startswith(root.rstrip("/") + "/"):
             found.append(point)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from pyimg.digest import Digest
 from pyimg.errors import FailedPrecondition, InvalidArgument
+from pyimg.record import Record
+
+TYPE_CHECKING = False  # import-light: `pyimg run` parses an image's documents
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 # Media types -------------------------------------------------------------
 
@@ -70,12 +73,17 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
          "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
 
-@dataclass(frozen=True, slots=True)
-class Platform:
+class Platform(Record):
+    _fields = ("os", "architecture", "variant", "os_version")
+    __slots__ = _fields
     os: str
     architecture: str
-    variant: str = ""
-    os_version: str = ""
+    variant: str
+    os_version: str
+
+    def __init__(self, os: str, architecture: str, variant: str = "",
+                 os_version: str = "") -> None:
+        self._set(os, architecture, variant, os_version)
 
     @classmethod
     def parse(cls, text: str) -> Platform:
@@ -126,14 +134,21 @@ class Platform:
 # Descriptors and documents -------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Descriptor:
+class Descriptor(Record):
+    _fields = ("media_type", "digest", "size", "annotations", "platform", "urls")
+    __slots__ = _fields
     media_type: str
     digest: Digest
     size: int
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    platform: Platform | None = None
-    urls: tuple[str, ...] = ()
+    annotations: Mapping[str, str]
+    platform: Platform | None
+    urls: tuple[str, ...]
+
+    def __init__(self, media_type: str, digest: Digest, size: int,
+                 annotations: Mapping[str, str] | None = None, platform: Platform | None = None,
+                 urls: tuple[str, ...] = ()) -> None:
+        self._set(media_type, digest, size, {} if annotations is None else annotations,
+                  platform, urls)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -148,25 +163,37 @@ class Descriptor:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(Record):
+    _fields = ("media_type", "config", "layers", "annotations")
+    __slots__ = _fields
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str]
+
+    def __init__(self, media_type: str, config: Descriptor, layers: tuple[Descriptor, ...],
+                 annotations: Mapping[str, str] | None = None) -> None:
+        self._set(media_type, config, layers, {} if annotations is None else annotations)
 
 
-@dataclass(frozen=True, slots=True)
-class Index:
+class Index(Record):
+    _fields = ("media_type", "manifests", "annotations")
+    __slots__ = _fields
     media_type: str
     manifests: tuple[Descriptor, ...]
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str]
+
+    def __init__(self, media_type: str, manifests: tuple[Descriptor, ...],
+                 annotations: Mapping[str, str] | None = None) -> None:
+        self._set(media_type, manifests, {} if annotations is None else annotations)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageConfig:
+class ImageConfig(Record):
     """The parts of the image config pyimg uses; ``raw`` keeps the rest."""
 
+    _fields = ("architecture", "os", "variant", "diff_ids", "config", "created", "history",
+               "raw")
+    __slots__ = _fields
     architecture: str
     os: str
     variant: str
@@ -175,6 +202,11 @@ class ImageConfig:
     created: str | None
     history: tuple[Mapping[str, Any], ...]
     raw: Mapping[str, Any]
+
+    def __init__(self, architecture: str, os: str, variant: str, diff_ids: tuple[Digest, ...],
+                 config: Mapping[str, Any], created: str | None,
+                 history: tuple[Mapping[str, Any], ...], raw: Mapping[str, Any]) -> None:
+        self._set(architecture, os, variant, diff_ids, config, created, history, raw)
 
     @property
     def platform(self) -> Platform:

@@ -8,30 +8,37 @@ wins when resolving, as in docker).  ``str()`` round-trips the normalised form.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from pyimg.digest import Digest
 from pyimg.errors import InvalidArgument
+from pyimg.record import Record
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"
 DEFAULT_TAG = "latest"
 
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DOMAIN = re.compile(
+# Patterns, compiled on first use (re caches them): `pyimg run` of an image with
+# no registry host in its name never needs _DOMAIN.
+_COMPONENT = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
+_TAG = r"^[\w][\w.-]{0,127}$"
+_DOMAIN = (
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$"
 )
 _MAX_NAME = 255
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
+class Reference(Record):
+    _fields = ("domain", "path", "tag", "digest")
+    __slots__ = _fields
     domain: str
     path: str
-    tag: str | None = None
-    digest: Digest | None = None
+    tag: str | None
+    digest: Digest | None
+
+    def __init__(self, domain: str, path: str, tag: str | None = None,
+                 digest: Digest | None = None) -> None:
+        self._set(domain, path, tag, digest)
 
     @property
     def repository(self) -> str:
@@ -74,7 +81,7 @@ def parse(text: str) -> Reference:
     if len(path) + len(domain) + 1 > _MAX_NAME:
         raise InvalidArgument(f"invalid reference {text!r}: name longer than {_MAX_NAME}")
     for component in path.split("/"):
-        if not _COMPONENT.match(component):
+        if not re.match(_COMPONENT, component):
             reason = "must be lowercase" if component.lower() != component else "invalid"
             raise InvalidArgument(
                 f"invalid reference {text!r}: repository component {component!r} {reason}"
@@ -100,7 +107,7 @@ def _split_tag(name: str) -> tuple[str, str | None]:
     if colon <= slash:
         return name, None
     tag = name[colon + 1 :]
-    if not _TAG.match(tag):
+    if not re.match(_TAG, tag):
         raise InvalidArgument(f"invalid reference {name!r}: invalid tag {tag!r}")
     return name[:colon], tag
 
@@ -108,7 +115,7 @@ def _split_tag(name: str) -> tuple[str, str | None]:
 def _split_domain(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
-        if not _DOMAIN.match(first):
+        if not re.match(_DOMAIN, first):
             raise InvalidArgument(f"invalid reference {name!r}: invalid registry host {first!r}")
         domain, path = first, rest
     else:

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from pyimg.containers import Container, Containers
 from pyimg.errors import FailedPrecondition, NotFound
 from pyimg.runtime.signals import parse_signal
 
+TYPE_CHECKING = False  # import-light: no typing, dataclasses or pathlib on `pyimg run`
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from pyimg.api import Store
+    from pyimg.containers import ShimFork
     from pyimg.digest import Digest
+    from pyimg.fsutil import StrPath
     from pyimg.oci import Descriptor, ImageConfig, Platform
     from pyimg.runtime.spec import RunOptions
     from pyimg.snapshotters import Snapshotter
@@ -60,38 +65,37 @@ class _NoOverlay(Exception):
 def _create(store: Store, containers: Containers, image: str, options: RunOptions,
             ready: tuple[ImageConfig, Snapshotter, str], *, name: str | None, rm: bool,
             stdin: bool, guessed: bool) -> Container:
-    from dataclasses import replace
-
     from pyimg.mount import mount_all
-    from pyimg.runtime.bundle import write_config
+    from pyimg.runtime.bundle import save_config
     from pyimg.runtime.spec import generate_spec
 
     config, sn, chain_id = ready
     cid, name = containers.new_id(name)
-    options = replace(options, hostname=options.hostname or cid[:12],
-                      cgroups_path=options.cgroups_path or f"/pyimg/{cid}")
+    options = options.replace(hostname=options.hostname or cid[:12],
+                              cgroups_path=options.cgroups_path or f"/pyimg/{cid}")
     stop_signal = config.config.get("StopSignal")
     c = Container(cid, name, image, chain_id, sn.name, [], time.time(), rm=rm,
                   tty=options.tty, stdin=stdin,
                   stop_signal=stop_signal if isinstance(stop_signal, str) else "")
-    bundle = containers.dir(cid) / "bundle"
-    rootfs = bundle / "rootfs"
-    rootfs.mkdir(parents=True, mode=0o700)
-    bundle.chmod(0o700)
+    bundle = os.path.join(containers.dir(cid), "bundle")
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(rootfs, 0o700)
+    os.chmod(bundle, 0o700)
     mounts = sn.prepare(snapshot_key(c), chain_id)
     try:
         try:
-            mount_all(mounts, str(rootfs))
+            mount_all(mounts, rootfs)
         except OSError as exc:
             if guessed and sn.name == "overlay":
                 raise _NoOverlay from exc
             raise
         spec = generate_spec(config, rootfs, options)
-        write_config(bundle, spec)
+        save_config(bundle, spec, durable=False)  # under the state directory
         c.command = list(spec["process"]["args"])
         linux = spec.get("linux", {})
-        (containers.dir(cid) / "cgroup.json").write_text(json.dumps(
-            {"cgroupsPath": linux.get("cgroupsPath"), "resources": linux.get("resources")}))
+        with open(os.path.join(containers.dir(cid), "cgroup.json"), "w") as f:
+            f.write(json.dumps({"cgroupsPath": linux.get("cgroupsPath"),
+                                "resources": linux.get("resources")}))
         containers.save(c)
     except BaseException:
         _release_rootfs(store, c, containers)
@@ -115,8 +119,6 @@ def _unpacked(store: Store, image: str, platform: Platform | None
     if not any more, :func:`create` falls back to probing).  Anything unusual
     (no label, another platform, a native-only store) → None: the full path.
     """
-    import os
-
     from pyimg import api
     from pyimg.snapshotters import Kind
 
@@ -154,30 +156,34 @@ def _image_config(store: Store, target: Descriptor, platform: Platform | None
 
 
 def start(containers: Containers, c: Container, *, auto_remove: bool = False,
-          store_root: Path | None = None) -> None:
+          store_root: StrPath | None = None, fork: ShimFork | None = None) -> None:
     """Start the shim (which creates the container), then let it run.
 
-    ``auto_remove``: the shim removes the container once it has exited.
+    ``auto_remove``: the shim removes the container once it has exited.  ``fork``:
+    a shim forked earlier (:func:`pyimg.containers.prefork_shim`) to use.
     """
-    spawn(containers, c, auto_remove=auto_remove, store_root=store_root)
-    (containers.dir(c.id) / "started").touch()
+    spawn(containers, c, auto_remove=auto_remove, store_root=store_root, fork=fork)
+    containers.mark_started(c)
     containers.request(c, {"op": "start"})
 
 
 def spawn(containers: Containers, c: Container, *, auto_remove: bool = False,
-          store_root: Path | None = None) -> None:
-    """A fresh shim for ``c``: the container is created, not started yet.
+          store_root: StrPath | None = None, fork: ShimFork | None = None,
+          meanwhile: Callable[[], object] | None = None) -> None:
+    """A fresh shim for ``c``: the container is created, not started yet
+    (``fork``, ``meanwhile``: see :meth:`Containers.spawn_shim`).
 
     A container that ran before (``pyimg start``) gets a new run on the same
     bundle and mounted rootfs: the old runtime state and cgroup go, the logs stay.
     """
     if containers.status(c) == "running":
         raise FailedPrecondition(f"container {c.name} is already running")
-    if containers.exit_status(c) is not None or (containers.dir(c.id) / "started").exists():
+    d = containers.dir(c.id)
+    if containers.exit_status(c) is not None or os.path.exists(os.path.join(d, "started")):
         _cleanup_run(containers, c)
         containers.reset(c)
-    containers.spawn_shim(c, containers.dir(c.id) / "cgroup.json",
-                          auto_remove=auto_remove, store_root=store_root)
+    containers.spawn_shim(c, os.path.join(d, "cgroup.json"), auto_remove=auto_remove,
+                          store_root=store_root, fork=fork, meanwhile=meanwhile)
 
 
 def _cleanup_run(containers: Containers, c: Container) -> None:
@@ -255,12 +261,11 @@ def remove(store: Store, containers: Containers, c: Container, *, force: bool = 
 def _kill_shim(containers: Containers, c: Container) -> None:
     """A shim still up after its container is gone (stuck, or lingering) must not
     write into a state directory that is about to be removed."""
-    import os
-
     if containers.exit_status(c) is not None:
         return  # it finished its job (and may be removing the container for --rm)
     with contextlib.suppress(OSError, ValueError):
-        pid = int((containers.dir(c.id) / "shim.pid").read_text())
+        with open(os.path.join(containers.dir(c.id), "shim.pid")) as f:
+            pid = int(f.read())
         fd = os.pidfd_open(pid)
         try:  # checked after the pidfd is open: that pid cannot be reused meanwhile
             if containers.shim_alive(c):
@@ -273,20 +278,20 @@ def _destroy_cgroup(containers: Containers, c: Container) -> None:
     from pyimg.runtime.cgroup_hooks import destroy
     from pyimg.runtime.shim import CGROUP_STATE
 
-    destroy(containers.dir(c.id) / CGROUP_STATE)
+    destroy(os.path.join(containers.dir(c.id), CGROUP_STATE))
 
 
 def _release_rootfs(store: Store, c: Container, containers: Containers) -> None:
     from pyimg import api
     from pyimg.mount import unmount
 
-    rootfs = containers.dir(c.id) / "bundle" / "rootfs"
-    if rootfs.exists():
-        unmount(str(rootfs))
+    rootfs = os.path.join(containers.dir(c.id), "bundle", "rootfs")
+    if os.path.exists(rootfs):
+        unmount(rootfs)
     sn = api.snapshotter(store, c.snapshotter or None)
     with contextlib.suppress(NotFound):
         sn.remove(snapshot_key(c))
 
 
-def logs_path(containers: Containers, c: Container) -> Path:
-    return containers.dir(c.id) / "log.json"
+def logs_path(containers: Containers, c: Container) -> str:
+    return os.path.join(containers.dir(c.id), "log.json")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
+from fixtures.registry.server import Registry
 from tests.cli import Pyimg
-from tests.containers import img
+from tests.containers import assert_clean, cgroup_dirs, img
+from tests.need import need_root
 
 
 def test_foreground_output_and_exit_code(p: Pyimg) -> None:
@@ -25,6 +28,49 @@ def test_isolation_inside(p: Pyimg) -> None:
     assert lines[1] == "box1"
     assert "NoNewPrivs:\t1" in proc.stdout
     assert lines[-1].strip() == "0"  # /proc/kcore masked
+
+
+def test_run_needs_neither_click_nor_the_heavy_modules(p: Pyimg) -> None:
+    """`pyimg run` is parsed without click (pyimg.cli.fastrun), and neither it nor the
+    shim forked from it imports what a container start does not need."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "import sys; from pyimg.entry import main; main(sys.argv[1:])",
+                           "run", "--rm", img(p), "true"],
+                          env=p.env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    imported = {ln.rsplit("|", 1)[1].strip() for ln in proc.stderr.splitlines()
+                if ln.startswith("import time:") and "|" in ln}
+    assert "pyimg.run" in imported
+    heavy = {"click", "pyimg.cli.app", "dataclasses", "pathlib", "shutil", "tempfile",
+             "subprocess", "secrets", "hashlib", "socket", "argparse", "pyimg.pull"}
+    assert not heavy & imported, heavy & imported
+
+
+def test_run_pulls_a_missing_image(tmp_path: Path, registry: Registry) -> None:
+    """The shim is forked before the pull (pyimg.containers.prefork_shim), which runs
+    threads and worker processes meanwhile."""
+    need_root()
+    before = cgroup_dirs()
+    q = Pyimg(tmp_path, env={"PYIMG_STATE": str(tmp_path / "state")})
+    image = f"{registry.host}/pyimg/busybox"
+    proc = q.run("run", "--rm", image, "sh", "-c", "echo pulled; exit 5", check=False)
+    assert (proc.returncode, proc.stdout) == (5, "pulled\n"), proc.stderr
+    assert [i["name"] for i in q.images()] == [image + ":latest"]
+    assert q.run("ps", "-a", "-q").stdout == ""
+    assert_clean(tmp_path, before)
+
+
+def test_entrypoint_replaces_the_image_entrypoint_and_cmd(p: Pyimg) -> None:
+    """docker's --entrypoint: one program (not split), and the image Cmd goes too."""
+    proc = p.run("run", "--rm", "--entrypoint", "echo", img(p), "a b", "c")
+    assert proc.stdout == "a b c\n"
+    proc = p.run("run", "--rm", "--entrypoint=sh", img(p), "-c", "echo $0", check=False)
+    assert (proc.returncode, proc.stdout) == (0, "sh\n"), proc.stderr
+    proc = p.run("run", "--rm", "--entrypoint", "", img(p), check=False)
+    assert proc.returncode == 125 and "no command specified" in proc.stderr
 
 
 def test_missing_command_is_127(p: Pyimg) -> None:

@@ -1,5 +1,10 @@
 """Command line: parses options, calls :mod:`pyimg.api`, renders results.
 
+The click application is :mod:`pyimg.cli.app`.  This package itself imports
+nothing (click costs ~20 ms to import here), so that what does without click
+lives in it too: the fast path of `pyimg run` (:mod:`pyimg.cli.fastrun`),
+what both `run`s share (:mod:`pyimg.cli.runcmd`) and the attach client.
+
 Errors become one stderr line and the error's exit code; a traceback is
 shown only with ``--debug``.
 """
@@ -7,89 +12,46 @@ shown only with ``--debug``.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
-import click
-
-from pyimg import __version__
-from pyimg.errors import PyimgError
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug, not the user's fault
 
 
-@dataclass
-class Context:
-    root: str | None
-    config: str | None
-    debug: bool
-    state: str | None = None
-
-    def settings(self):  # type: ignore[no-untyped-def]
-        from pyimg.settings import Settings
-
-        return Settings.from_env(root=self.root, config=self.config, state=self.state)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", envvar="PYIMG_ROOT", metavar="DIR",
-              help="Store location (default /var/lib/pyimg as root).")
-@click.option("--config", envvar="PYIMG_CONFIG", metavar="DIR",
-              help="Configuration directory holding certs.d/ (default /etc/pyimg as root).")
-@click.option("--state", envvar="PYIMG_STATE", metavar="DIR",
-              help="Runtime state directory (default /run/pyimg as root).")
-@click.option("--debug", is_flag=True, envvar="PYIMG_DEBUG",
-              help="Show tracebacks and HTTP traces.")
-@click.version_option(__version__, prog_name="pyimg")
-@click.pass_context
-def cli(ctx: click.Context, root: str | None, config: str | None, state: str | None,
-        debug: bool) -> None:
-    """pyimg: pull, store and inspect container images, without a daemon."""
-    ctx.obj = Context(root, config, debug, state)
-    if debug:
-        from pyimg import _debug
-
-        _debug.enable()
-
-
-def _register() -> None:
-    from pyimg.cli import auth, containers, gc, images, inspect, runtime, saveload, unpack
-
-    for module in (images, unpack, containers, inspect, runtime, auth, saveload, gc):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
-
-
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
-        cli.main(args=argv, prog_name="pyimg", standalone_mode=False)
-    except PyimgError as exc:
+    """The click application (every command, help and usage errors)."""
+    from pyimg.cli.app import main as app_main
+
+    app_main(argv)
+
+
+def exit_on_error(exc: BaseException, debug: bool) -> NoReturn:
+    """Report ``exc`` (being handled) in one stderr line and exit with its code.
+
+    A :class:`~pyimg.errors.PyimgError` has its own code (and a traceback with
+    ``debug``); an interrupt is 130, a broken pipe 141; anything else is a bug:
+    re-raised with ``debug``, else one line and :data:`INTERNAL_ERROR`.
+    """
+    from pyimg.errors import PyimgError
+
+    if isinstance(exc, PyimgError):
         if debug:
             import traceback
 
             traceback.print_exc()
-        _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("interrupted", 130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except BrokenPipeError:
+        fail(str(exc), exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        fail("interrupted", 130)
+    if isinstance(exc, BrokenPipeError):
         sys.exit(141)
-    except Exception as exc:  # a bug: say so in one line unless debugging
-        if debug:
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a"
-              " traceback and report it)", INTERNAL_ERROR)
+    if debug:
+        raise exc
+    fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a"
+         " traceback and report it)", INTERNAL_ERROR)
 
 
-def _fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     sys.stderr.write(f"pyimg: error: {message}\n")
     sys.exit(code)

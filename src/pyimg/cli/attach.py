@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-import array
 import contextlib
 import json
 import os
 import signal
-import socket
 import sys
-import threading
-from collections.abc import Callable
 
-from pyimg.containers import Container, Containers
 from pyimg.runtime.shim import EXIT, STDIN, STDOUT, recv_frame, send_frame
 
+TYPE_CHECKING = False  # import-light: every attached `pyimg run` (no socket.py, threading)
+if TYPE_CHECKING:
+    from _socket import socket as Socket
+    from collections.abc import Callable
 
-def attach(cs: Containers, c: Container, *, stdin: bool) -> socket.socket:
-    """Connect to ``c``'s shim as an attached client (before `start`: no output lost)."""
+    from pyimg.containers import Container, Containers
+
+
+def attach(cs: Containers, c: Container, *, stdin: bool, start: bool = False) -> Socket:
+    """Connect to ``c``'s shim as an attached client (before `start`: no output lost);
+    with ``start``, the shim then starts the container (one request less)."""
     from pyimg.containers import readline
     from pyimg.errors import FailedPrecondition
 
     conn = cs.connect(c)
     try:
-        conn.sendall(json.dumps({"op": "attach", "stdin": stdin}).encode() + b"\n")
+        request = {"op": "attach", "stdin": stdin, **({"start": True} if start else {})}
+        conn.sendall(json.dumps(request).encode() + b"\n")
         reply = readline(conn)
     except OSError as exc:
         conn.close()
@@ -61,7 +65,7 @@ def proxy_signals(cs: Containers, c: Container) -> None:
         signal.signal(sig, forward)
 
 
-def stream(conn: socket.socket, cs: Containers, c: Container, *, interactive: bool,
+def stream(conn: Socket, cs: Containers, c: Container, *, interactive: bool,
            tty: bool, on_exit: Callable[[], None] | None = None) -> int:
     """Copy the container's output here (and stdin there) until it exits; its exit code.
 
@@ -71,6 +75,8 @@ def stream(conn: socket.socket, cs: Containers, c: Container, *, interactive: bo
     """
     restore = _raw_mode() if tty and sys.stdin.isatty() else None
     if interactive:
+        import threading
+
         threading.Thread(target=_pump_stdin, args=(conn,), daemon=True).start()
     try:
         while True:
@@ -92,7 +98,7 @@ def stream(conn: socket.socket, cs: Containers, c: Container, *, interactive: bo
         conn.close()
 
 
-def _pump_stdin(conn: socket.socket) -> None:
+def _pump_stdin(conn: Socket) -> None:
     fd = sys.stdin.fileno()
     with contextlib.suppress(OSError):
         while data := os.read(fd, 65536):
@@ -117,7 +123,8 @@ def exec_process(cs: Containers, c: Container, args: list[str], env: list[str],
 
     if cs.status(c) != "running":
         raise FailedPrecondition(f"container {c.name} is not running")
-    spec = json.loads((cs.dir(c.id) / "bundle" / "config.json").read_text())
+    with open(os.path.join(cs.dir(c.id), "bundle", "config.json")) as f:
+        spec = json.loads(f.read())
     process = dict(spec["process"])
     process["args"] = args
     process["terminal"] = bool(tty)
@@ -128,13 +135,14 @@ def exec_process(cs: Containers, c: Container, args: list[str], env: list[str],
     if workdir:
         process["cwd"] = workdir
     if user:
-        from pathlib import Path
-
         from pyimg.runtime.user import resolve_user
 
-        u = resolve_user(Path(cs.dir(c.id) / "bundle" / "rootfs"), user)
+        u = resolve_user(os.path.join(cs.dir(c.id), "bundle", "rootfs"), user)
         process["user"] = {"uid": u.uid, "gid": u.gid, "additionalGids": list(u.additional_gids)}
-    with cs.connect(c) as conn:
+    import array
+    import socket
+
+    with socket.socket(fileno=cs.connect(c).detach()) as conn:
         fds = array.array("i", [0, 1, 2])
         conn.sendmsg([json.dumps({"op": "exec", "process": process}).encode() + b"\n"],
                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])

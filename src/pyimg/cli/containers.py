@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -12,18 +13,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pyimg.cli.render import table
+from pyimg.cli.runcmd import EXIT_PYIMG
 
 if TYPE_CHECKING:
     from pyimg.containers import Containers
-
-# docker's exit codes for `run` failures that are not the container's
-EXIT_PYIMG = 125
 
 
 def _containers(obj: Any) -> Containers:
     from pyimg.containers import Containers
 
-    return Containers(obj.settings().state)
+    return Containers(obj.settings().state_dir)
 
 
 class _RunUsageError(click.UsageError):
@@ -42,14 +41,10 @@ class _RunCommand(click.Command):
             raise _RunUsageError(exc.format_message(), exc.ctx) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
-        from pyimg.errors import ContainerError, PyimgError
+        from pyimg.cli.runcmd import pyimg_failures
 
-        try:
+        with pyimg_failures():
             return super().invoke(ctx)
-        except ContainerError:
-            raise
-        except PyimgError as exc:
-            raise ContainerError(exc.message, hint=exc.hint) from exc
 
 
 @click.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
@@ -76,114 +71,11 @@ class _RunCommand(click.Command):
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def run(obj, detach, rm, interactive, tty, name, env, env_file, workdir, user, volumes,  # type: ignore[no-untyped-def]
-        tmpfs, read_only, memory, cpus, pids_limit, hostname, entrypoint, network, platform,
-        image, command):
+def run(obj: Any, /, **params: Any) -> None:
     """Run a command in a new container (pulls the image if missing)."""
-    from pyimg import api
-    from pyimg import run as runmod
-    from pyimg.entry import finish
-    from pyimg.errors import NotFound
-    from pyimg.oci import Platform
-    from pyimg.runtime.spec import RunOptions, parse_cpus, parse_size, parse_tmpfs, parse_volume
+    from pyimg.cli import runcmd
 
-    settings = obj.settings()
-    envs = list(env) + [ln.strip() for f in env_file for ln in f
-                        if ln.strip() and not ln.startswith("#")]
-    options = RunOptions(
-        args=tuple(command) or None, entrypoint=entrypoint, env=tuple(envs), workdir=workdir,
-        user=user, hostname=hostname, tty=tty, readonly_rootfs=read_only,
-        memory=parse_size(memory) if memory else None,
-        cpus=parse_cpus(cpus) if cpus else None, pids_limit=pids_limit, network=network,
-        mounts=tuple([parse_volume(v) for v in volumes] + [parse_tmpfs(t) for t in tmpfs]))
-    plat = Platform.parse(platform) if platform else None
-    cs = _containers(obj)
-    with api.Store(settings.root) as store:
-        try:
-            api.resolve_local(store, image)
-        except NotFound:
-            api.pull(store, image, settings)
-        c = runmod.create(store, cs, image, options, name=name, rm=rm, stdin=interactive,
-                          platform=plat)
-    try:
-        if detach:
-            runmod.start(cs, c, auto_remove=rm, store_root=settings.root)
-        else:
-            code, shim_removes = _attach_and_run(cs, c, interactive, tty, rm=rm,
-                                                 store_root=settings.root)
-    except BaseException:
-        if rm:  # never started (or we were interrupted): don't leave it behind
-            _remove_quietly(settings, cs, c)
-        raise
-    if detach:
-        click.echo(c.id)
-        finish(0)  # the shim has the container (and removes it with --rm)
-    if rm:
-        _remove_after_run(settings, cs, c, shim_removes)
-    finish(code)  # all done: the store is closed, the container gone or detached
-
-
-def _remove_quietly(settings, cs, c) -> None:  # type: ignore[no-untyped-def]
-    from pyimg import api
-    from pyimg import run as runmod
-    from pyimg.errors import PyimgError
-
-    with contextlib.suppress(PyimgError, OSError), api.Store(settings.root) as store:
-        runmod.remove(store, cs, c, force=True)
-
-
-def _remove_after_run(settings, cs, c, shim_removes: bool) -> None:  # type: ignore[no-untyped-def]
-    """--rm in the foreground: normally we took the job back from the shim and do it
-    now; if that message did not get through, the shim does it (or we do once it
-    is gone without having done it)."""
-    import time
-
-    from pyimg import api
-    from pyimg import run as runmod
-
-    if shim_removes:
-        deadline = time.monotonic() + 10
-        while cs.shim_alive(c) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not cs.dir(c.id).exists():
-            return
-    with api.Store(settings.root) as store:
-        runmod.remove(store, cs, c, force=True)
-
-
-def _attach_and_run(cs, c, interactive: bool, tty: bool, *, rm: bool,  # type: ignore[no-untyped-def]
-                    store_root) -> tuple[int, bool]:
-    """Run ``c`` attached; (its exit code, whether its shim still has to remove it)."""
-    from pyimg import run as runmod
-    from pyimg.cli.attach import attach, forward_winsize, proxy_signals, stream
-    from pyimg.errors import FailedPrecondition
-
-    # the shim gets --rm too, so the container goes even if this CLI is killed;
-    # when all is well we take that job back (on_exit) and do it without waiting
-    runmod.spawn(cs, c, auto_remove=rm, store_root=store_root)
-    conn = attach(cs, c, stdin=interactive)
-    if tty:
-        forward_winsize(cs, c)
-    else:
-        proxy_signals(cs, c)
-
-    shim_removes = rm
-
-    def take_back_rm() -> None:
-        nonlocal shim_removes
-        if rm:
-            with contextlib.suppress(FailedPrecondition, OSError):
-                cs.request(c, {"op": "autoremove", "value": False}, timeout=5)
-                shim_removes = False
-
-    (cs.dir(c.id) / "started").touch()
-    cs.request(c, {"op": "start"})
-    code = stream(conn, cs, c, interactive=interactive, tty=tty, on_exit=take_back_rm)
-    status = cs.exit_status(c) or {}
-    if status.get("error"):
-        click.echo(f"pyimg: error: {status['error']}", err=True)
-        return EXIT_PYIMG, shim_removes
-    return code, shim_removes
+    runcmd.run(obj.settings(), **params)
 
 
 @click.command()
@@ -234,7 +126,7 @@ def logs(obj, follow, tail, timestamps, container):  # type: ignore[no-untyped-d
 
     cs = _containers(obj)
     c = cs.find(container)
-    path = cs.dir(c.id) / "log.json"
+    path = os.path.join(cs.dir(c.id), "log.json")
     try:
         n = None if tail == "all" else int(tail)
     except ValueError:
@@ -336,7 +228,9 @@ def rm(obj, force, containers):  # type: ignore[no-untyped-def]
 @click.pass_obj
 def start(obj, attach, interactive, containers):  # type: ignore[no-untyped-def]
     """Start created or stopped containers (a new run on the same filesystem)."""
+    from pyimg import api
     from pyimg import run as runmod
+    from pyimg.cli.runcmd import attach_and_run, remove_after_run
     from pyimg.errors import InvalidArgument
 
     settings = obj.settings()
@@ -345,15 +239,16 @@ def start(obj, attach, interactive, containers):  # type: ignore[no-untyped-def]
         if len(containers) != 1:
             raise InvalidArgument("start -a takes exactly one container")
         c = cs.find(containers[0])
-        code, shim_removes = _attach_and_run(cs, c, interactive and c.stdin, c.tty, rm=c.rm,
-                                             store_root=settings.root)
-        if c.rm:
-            _remove_after_run(settings, cs, c, shim_removes)
+        with api.Store(settings.root_dir) as store:
+            code, shim_removes = attach_and_run(cs, c, interactive and c.stdin, c.tty,
+                                                rm=c.rm, store_root=settings.root_dir)
+            if c.rm:
+                remove_after_run(store, cs, c, shim_removes)
         sys.exit(code)
     for ref in containers:
         c = cs.find(ref)
         if cs.status(c) != "running":  # docker: starting a running container is a no-op
-            runmod.start(cs, c, auto_remove=c.rm, store_root=settings.root)
+            runmod.start(cs, c, auto_remove=c.rm, store_root=settings.root_dir)
         click.echo(ref)
 
 
@@ -397,11 +292,13 @@ def inspect_container(obj, name, fmt, field, raw, platform, kind, remote):  # ty
 def _container_view(obj: Any, container: str) -> dict[str, Any]:
     cs = _containers(obj)
     c = cs.find(container)
-    spec = json.loads((cs.dir(c.id) / "bundle" / "config.json").read_text())
+    bundle = os.path.join(cs.dir(c.id), "bundle")
+    with open(os.path.join(bundle, "config.json")) as f:
+        spec = json.loads(f.read())
     return {"id": c.id, "name": c.name, "image": c.image, "command": c.command,
             "created": datetime.datetime.fromtimestamp(c.created, datetime.UTC).isoformat(),
             "status": cs.status(c), "exit": cs.exit_status(c),
-            "bundle": str(cs.dir(c.id) / "bundle"), "hostname": spec.get("hostname"),
+            "bundle": bundle, "hostname": spec.get("hostname"),
             "process": {k: spec["process"].get(k) for k in ("args", "env", "cwd", "user")},
             "resources": spec.get("linux", {}).get("resources")}
 

@@ -17,53 +17,68 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO
 
-from pyimg.digest import Digest, Verifier
+from pyimg.digest import Digest, Verifier, verify_bytes
 from pyimg.errors import AlreadyExists, FailedPrecondition, IntegrityError, NotFound
 from pyimg.fsutil import fsync_dir
-from pyimg.oci import Descriptor
+from pyimg.record import Record
+
+# Import-light: `pyimg run` reads documents from here, so paths are strings on
+# that path and pathlib is imported by what writes or lists (pulls, gc, save).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+    from types import TracebackType
+    from typing import BinaryIO
+
+    from pyimg.fsutil import StrPath
+    from pyimg.oci import Descriptor
 
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class BlobInfo:
+class BlobInfo(Record):
+    _fields = ("digest", "size", "mtime")
+    __slots__ = _fields
     digest: Digest
     size: int
     mtime: float
 
+    def __init__(self, digest: Digest, size: int, mtime: float) -> None:
+        self._set(digest, size, mtime)
+
 
 class LocalStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: StrPath) -> None:
         self.root = root
-        self._blobs = root / "blobs"
-        self._ingest = root / "ingest"
+        self._blobs = os.path.join(root, "blobs")
+        self._ingest = os.path.join(root, "ingest")
 
     def blob_path(self, digest: Digest) -> Path:
-        return self._blobs / digest.algorithm / digest.hex
+        from pathlib import Path
+
+        return Path(self._blob(digest))
+
+    def _blob(self, digest: Digest) -> str:
+        return os.path.join(self._blobs, digest.algorithm, digest.hex)
 
     def exists(self, digest: Digest) -> bool:
-        return self.blob_path(digest).is_file()
+        return os.path.isfile(self._blob(digest))
 
     def info(self, digest: Digest) -> BlobInfo:
         try:
-            st = self.blob_path(digest).stat()
+            st = os.stat(self._blob(digest))
         except FileNotFoundError:
             raise NotFound(f"content {digest}: not in the store") from None
         return BlobInfo(digest, st.st_size, st.st_mtime)
 
     def open(self, digest: Digest) -> BinaryIO:
         try:
-            return open(self.blob_path(digest), "rb")
+            return open(self._blob(digest), "rb")
         except FileNotFoundError:
             raise NotFound(f"content {digest}: not in the store") from None
 
@@ -71,13 +86,13 @@ class LocalStore:
         """Small documents (manifests, configs), re-verified on every read."""
         with self.open(desc.digest) as f:
             data = f.read(desc.size + 1)
-        v = Verifier(desc.digest, desc.size)
-        v.update(data)
-        v.verify()
+        verify_bytes(data, desc.digest, desc.size)
         return data
 
     def walk(self) -> Iterator[BlobInfo]:
-        for algdir in sorted(self._blobs.glob("*")):
+        from pathlib import Path
+
+        for algdir in sorted(Path(self._blobs).glob("*")):
             for entry in sorted(os.scandir(algdir), key=lambda e: e.name):
                 if entry.name.startswith("."):
                     continue
@@ -97,9 +112,12 @@ class LocalStore:
         Blocks while another process writes the same ref, calling ``on_wait``
         first so that a progress display can say why nothing moves.
         """
+        import hashlib
+        from pathlib import Path
+
         if self.exists(expected.digest):
             raise AlreadyExists(f"content {expected.digest}: already in the store")
-        ingest = self._ingest / hashlib.sha256(ref.encode()).hexdigest()
+        ingest = Path(self._ingest) / hashlib.sha256(ref.encode()).hexdigest()
         lock_fd = _lock(ingest, on_wait)
         try:
             if self.exists(expected.digest):
@@ -111,13 +129,15 @@ class LocalStore:
 
     def sync(self) -> None:
         """Make every committed rename durable (fsync of the blob directories)."""
-        if self._blobs.is_dir():
-            for algdir in self._blobs.iterdir():
-                fsync_dir(algdir)
+        if os.path.isdir(self._blobs):
+            for name in os.listdir(self._blobs):
+                fsync_dir(os.path.join(self._blobs, name))
 
     def ingests(self) -> Iterator[Path]:
-        if self._ingest.is_dir():
-            yield from sorted(self._ingest.iterdir())
+        from pathlib import Path
+
+        if os.path.isdir(self._ingest):
+            yield from sorted(Path(self._ingest).iterdir())
 
     def write_blob(self, desc: Descriptor, data: bytes) -> None:
         """Store a small blob held in memory; idempotent."""

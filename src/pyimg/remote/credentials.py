@@ -46,11 +46,9 @@ class Credential:
 
 def default_config_path(env: Mapping[str, str]) -> Path:
     """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
-    config_dir = env.get("DOCKER_CONFIG")
-    if config_dir:
-        return Path(config_dir) / "config.json"
-    home = env.get("HOME")
-    return (Path(home) if home else Path.home()) / ".docker" / "config.json"
+    from pyimg.settings import docker_config_path
+
+    return Path(docker_config_path(env))
 
 
 def server_url(host: str) -> str:

@@ -12,13 +12,18 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Callable
-from pathlib import Path
 
 from pyimg.errors import FailedPrecondition
 from pyimg.fsutil import atomic_write
-from pyimg.oci import ImageConfig
-from pyimg.runtime.spec import ROOTFS_DIR, RunOptions, generate_spec
+
+TYPE_CHECKING = False  # `pyimg run` writes config.json through here: no typing, pathlib
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from pyimg.fsutil import StrPath
+    from pyimg.oci import ImageConfig
+    from pyimg.runtime.spec import RunOptions
 
 CONFIG_NAME = "config.json"
 
@@ -35,11 +40,20 @@ def _private_dir(path: Path, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def write_config(bundle: Path, spec: dict[str, object]) -> Path:
+def write_config(bundle: StrPath, spec: dict[str, object]) -> Path:
     """Write ``spec`` as ``bundle/config.json`` atomically; returns its path."""
-    target = bundle / CONFIG_NAME
+    from pathlib import Path
+
+    return Path(save_config(bundle, spec))
+
+
+def save_config(bundle: StrPath, spec: dict[str, object], *, durable: bool = True) -> str:
+    """:func:`write_config` without pathlib; ``durable=False`` skips the fsyncs, for a
+    bundle under the runtime state directory (`pyimg run`'s), which a reboot
+    discards anyway."""
+    target = os.path.join(bundle, CONFIG_NAME)
     # 0600: env values in the spec may be secrets.
-    atomic_write(target, json.dumps(spec, indent=2).encode() + b"\n", 0o600)
+    atomic_write(target, json.dumps(spec, indent=2).encode() + b"\n", 0o600, durable=durable)
     return target
 
 
@@ -54,6 +68,10 @@ def write_bundle(bundle: Path, config: ImageConfig,
     bind-mounted snapshot); the spec is generated afterwards because the user
     is resolved from the rootfs' ``/etc/passwd``.
     """
+    from pathlib import Path
+
+    from pyimg.runtime.spec import ROOTFS_DIR, RunOptions, generate_spec
+
     bundle = Path(bundle)
     _private_dir(bundle, 0o700)
     rootfs = bundle / ROOTFS_DIR

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
+from _thread import allocate_lock
+
+from pyimg import record
+
+TYPE_CHECKING = False  # the shim imports this: no typing, dataclasses or pathlib
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Iterator
+    from typing import BinaryIO
+
+    from pyimg.fsutil import StrPath
 
 
 def rfc3339_nano(ts: float | None = None) -> str:
@@ -28,9 +34,9 @@ def rfc3339_nano(ts: float | None = None) -> str:
 class LogWriter:
     """Appends records; thread-safe (stdout and stderr pumps share it)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: StrPath) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def write(self, stream: str, data: bytes) -> None:
         text = data.decode("utf-8", errors="replace")
@@ -45,25 +51,32 @@ class LogWriter:
         os.close(self._fd)
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(record.Record):
+    """One line of a log: ``stream`` (stdout or stderr), ``text``, ``time`` (RFC 3339)."""
+
+    _fields = ("stream", "text", "time")
+    __slots__ = _fields
     stream: str
     text: str
     time: str
 
+    def __init__(self, stream: str, text: str, time: str) -> None:
+        self._set(stream, text, time)
 
-def read(path: Path, *, tail: int | None = None) -> list[Record]:
+
+def read(path: StrPath, *, tail: int | None = None) -> list[Record]:
     """The records of a log (the last ``tail`` lines with ``tail``)."""
     return read_at(path, tail=tail)[0]
 
 
-def read_at(path: Path, *, tail: int | None = None) -> tuple[list[Record], int]:
+def read_at(path: StrPath, *, tail: int | None = None) -> tuple[list[Record], int]:
     """:func:`read`, and the byte offset where :func:`follow` picks up from.
 
     A partly written last line is left for ``follow``.
     """
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return [], 0
     end = data.rfind(b"\n") + 1
@@ -73,7 +86,7 @@ def read_at(path: Path, *, tail: int | None = None) -> tuple[list[Record], int]:
     return records, end
 
 
-def follow(path: Path, *, stop: threading.Event, poll: float = 0.1,
+def follow(path: StrPath, *, stop: threading.Event, poll: float = 0.1,
            start: int = 0) -> Iterator[Record]:
     """Records appended from byte ``start`` on, until ``stop`` is set (then drained)."""
     with open(path, "rb") as f:

@@ -17,7 +17,9 @@ Python literals: importing this module is parsing one string and a few dicts.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # loaded on every container start: no typing
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ACTION = "SCMP_ACT_ERRNO"
 DEFAULT_ERRNO_RET = 1  # EPERM

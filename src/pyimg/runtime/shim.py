@@ -15,7 +15,9 @@ when the launcher's intermediate process exits), which:
       {"op": "kill", "signal": 15}         → {"ok": true}
       {"op": "resize", "rows": R, "cols": C}
       {"op": "autoremove", "value": false} → {"ok": true}   (see ``--rm``)
-      {"op": "attach", "stdin": true}      → then framed bytes both ways (see below)
+      {"op": "attach", "stdin": true}      → then framed bytes both ways (see below);
+                                             ``"start": true`` starts the container too,
+                                             once this client is attached
       {"op": "exec", "process": {...}}     + the client's stdio fds (SCM_RIGHTS)
                                            → {"pid": N}, later {"exit_code": ...}
 
@@ -31,22 +33,29 @@ status is written and attached clients have hung up (at most 2 s).  With
 
 from __future__ import annotations
 
-import argparse
-import array
+import _socket  # socket.py costs ~2.5 ms to import here: the C module is enough
 import contextlib
 import json
 import os
 import signal
-import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 from pyimg.fsutil import atomic_write
+
+# Import-light: the CLI imports this module (the frame protocol) and forks the
+# shim from itself, so what is imported here is paid on every container start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
+
+    Socket = _socket.socket
 
 SOCKET = "shim.sock"
 EXIT_FILE = "exit.json"
@@ -58,7 +67,7 @@ STDIN, STDOUT, STDERR, EXIT = 0, 1, 2, 3
 
 
 @contextlib.contextmanager
-def socket_path(directory: Path) -> Iterator[str]:
+def socket_path(directory: StrPath) -> Iterator[str]:
     """A short path to ``directory/shim.sock`` for bind/connect.
 
     A unix socket path is limited to 107 bytes and state directories can be
@@ -73,11 +82,11 @@ def socket_path(directory: Path) -> Iterator[str]:
         os.close(fd)
 
 
-def send_frame(sock: socket.socket, stream: int, data: bytes) -> None:
+def send_frame(sock: Socket, stream: int, data: bytes) -> None:
     sock.sendall(FRAME.pack(stream, len(data)) + data)
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
+def recv_exact(sock: Socket, n: int) -> bytes:
     buf = b""
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
@@ -87,7 +96,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def recv_frame(sock: socket.socket) -> tuple[int, bytes]:
+def recv_frame(sock: Socket) -> tuple[int, bytes]:
     stream, length = FRAME.unpack(recv_exact(sock, FRAME.size))
     return stream, recv_exact(sock, length) if length else b""
 
@@ -95,17 +104,17 @@ def recv_frame(sock: socket.socket) -> tuple[int, bytes]:
 class Shim:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.dir = Path(args.state_dir)
+        self.dir: str = args.state_dir
         self.exit: dict[str, Any] | None = None
         self.exited = threading.Condition()
         self.started = threading.Event()
-        self.clients: list[socket.socket] = []
+        self.clients: list[Socket] = []
         self.clients_lock = threading.Lock()
-        self.exec_waiters: dict[int, socket.socket] = {}
+        self.exec_waiters: dict[int, Socket] = {}
         self.pid = 0
         self.master: int | None = None
         self.stdin_w: int | None = None
-        self.console: socket.socket | None = None
+        self.console: Socket | None = None
         self.auto_remove = bool(getattr(args, "rm", False))
 
     # -- setup ---------------------------------------------------------------
@@ -117,7 +126,7 @@ class Shim:
         (:meth:`receive_console`); init's messages before that go to the pipe.
         """
         if self.args.tty:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
             self.console = ours
             early_r, early_w = os.pipe()
             return theirs.detach(), early_w, early_w, [(early_r, STDOUT)]
@@ -133,9 +142,14 @@ class Shim:
     def receive_console(self) -> int:
         """The pty master that init sent over the console socket."""
         assert self.console is not None
-        with self.console:
+        try:
             self.console.settimeout(10)
-            _, fds, _, _ = socket.recv_fds(self.console, 64, 1)
+            _, ancdata, _, _ = self.console.recvmsg(64, _socket.CMSG_LEN(_INT))
+        finally:
+            self.console.close()
+        fds = _fds(ancdata)
+        for extra in fds[1:]:
+            os.close(extra)
         if not fds:
             raise OSError("container init sent no console")
         return fds[0]
@@ -164,15 +178,16 @@ class Shim:
         os.close(fd)
 
     # -- control socket --------------------------------------------------------
-    def serve(self, server: socket.socket) -> None:
+    def serve(self, server: Socket) -> None:
         while True:
             try:
-                conn, _ = server.accept()
+                fd, _ = server._accept()  # type: ignore[attr-defined]  # socket.py does
             except OSError:
                 return
+            conn = _socket.socket(server.family, server.type, server.proto, fd)
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
-    def handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: Socket) -> None:
         try:
             msg, fds = _recv_request(conn)
             op = msg.get("op")
@@ -191,7 +206,7 @@ class Shim:
                 self.resize(int(msg["rows"]), int(msg["cols"]))
                 _reply(conn, {"ok": True})
             elif op == "attach":
-                self.attach(conn, bool(msg.get("stdin")))
+                self.attach(conn, bool(msg.get("stdin")), start=bool(msg.get("start")))
                 return  # attach owns the connection
             elif op == "exec":
                 self.exec(conn, msg["process"], fds)
@@ -221,10 +236,12 @@ class Shim:
 
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
-    def attach(self, conn: socket.socket, stdin: bool) -> None:
+    def attach(self, conn: Socket, stdin: bool, *, start: bool = False) -> None:
         _reply(conn, {"ok": True})
         with self.clients_lock:
             self.clients.append(conn)
+        if start:
+            self.started.set()
         target = self.master if self.master is not None else self.stdin_w
         if not stdin or target is None:
             return
@@ -244,16 +261,16 @@ class Shim:
         except (EOFError, OSError):
             return
 
-    def exec(self, conn: socket.socket, process: dict[str, Any], fds: list[int]) -> None:
+    def exec(self, conn: Socket, process: dict[str, Any], fds: list[int]) -> None:
         from pyimg.runtime import launcher
 
         stdio = tuple(fds[:3]) if len(fds) >= 3 else (0, 1, 2)
         try:
             from pyimg.runtime.cgroup_hooks import add_hook
 
-            pid = launcher.exec_in(self.args.id, Path(self.args.runtime_root), process,
+            pid = launcher.exec_in(self.args.id, self.args.runtime_root, process,
                                    stdio=stdio,  # type: ignore[arg-type]
-                                   cgroup_hook=add_hook(self.dir / CGROUP_STATE))
+                                   cgroup_hook=add_hook(os.path.join(self.dir, CGROUP_STATE)))
         finally:
             for fd in fds:
                 os.close(fd)
@@ -268,18 +285,17 @@ class Shim:
 
         linux.set_child_subreaper()
         stdin, stdout, stderr, ours = self.stdio()
-        log = LogWriter(self.dir / LOG_FILE)
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        log = LogWriter(os.path.join(self.dir, LOG_FILE))
+        server = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.dir / SOCKET)
+            os.unlink(os.path.join(self.dir, SOCKET))
         with socket_path(self.dir) as path:
             server.bind(path)
         server.listen(16)
         pumps = [threading.Thread(target=self.pump, args=(fd, stream, log.write), daemon=True)
                  for fd, stream in ours]
         try:
-            state = launcher.create(self.args.id, Path(self.args.bundle),
-                                    Path(self.args.runtime_root),
+            state = launcher.create(self.args.id, self.args.bundle, self.args.runtime_root,
                                     stdio=(stdin, stdout, stderr),
                                     cgroup_hook=_cgroup_hook(self.args),
                                     cgroup_cleanup=_cgroup_cleanup(self.args))
@@ -302,16 +318,19 @@ class Shim:
                 return 1
             pumps.append(threading.Thread(target=self.pump,
                                           args=(self.master, STDOUT, log.write), daemon=True))
-        # shim.start first: once shim.pid exists, shim_alive() can check who has the pid
-        atomic_write(self.dir / START_FILE, str(_start_time()).encode(), durable=False)
-        atomic_write(self.dir / PID_FILE, str(os.getpid()).encode())
+        # shim.start first: once shim.pid exists, shim_alive() can check who has the pid.
+        # Under the state directory (/run): atomic, not fsync'd (a reboot ends us too).
+        atomic_write(os.path.join(self.dir, START_FILE), str(_start_time()).encode(),
+                     durable=False)
+        atomic_write(os.path.join(self.dir, PID_FILE), str(os.getpid()).encode(),
+                     durable=False)
         self.ready()
         for t in pumps:
             t.start()
         threading.Thread(target=self.serve, args=(server,), daemon=True).start()
         self.started.wait()
         try:
-            launcher.start(self.args.id, Path(self.args.runtime_root))
+            launcher.start(self.args.id, self.args.runtime_root)
         except Exception as exc:  # init died (its message is in the log) or hangs
             print(f"pyimg-shim: start: {exc}", file=sys.stderr, flush=True)
             with contextlib.suppress(OSError):
@@ -356,7 +375,8 @@ class Shim:
                     conn.close()
 
     def finish(self, status: dict[str, Any]) -> None:
-        atomic_write(self.dir / EXIT_FILE, json.dumps(status).encode())
+        atomic_write(os.path.join(self.dir, EXIT_FILE), json.dumps(status).encode(),
+                     durable=False)  # under the state directory, as shim.pid
         with self.exited:
             self.exit = status
             self.exited.notify_all()
@@ -379,9 +399,9 @@ def _linger(shim: Shim, seconds: float = 2.0) -> None:
         time.sleep(0.01)
 
 
-def _hung_up(conn: socket.socket) -> bool:
+def _hung_up(conn: Socket) -> bool:
     try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        return conn.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except OSError:
@@ -409,11 +429,12 @@ def _cgroup_hook(args: argparse.Namespace) -> Callable[[int], None] | None:
         return None
     from pyimg.runtime.cgroup_hooks import join_hook
 
-    spec = json.loads(Path(args.cgroup_spec).read_text())
+    with open(args.cgroup_spec) as f:
+        spec = json.loads(f.read())
     if not spec.get("cgroupsPath"):
         return None
     return join_hook(spec["cgroupsPath"], spec.get("resources"),
-                     Path(args.state_dir) / CGROUP_STATE)
+                     os.path.join(args.state_dir, CGROUP_STATE), getattr(args, "warm", None))
 
 
 def _cgroup_cleanup(args: argparse.Namespace) -> Callable[[object], None]:
@@ -421,7 +442,7 @@ def _cgroup_cleanup(args: argparse.Namespace) -> Callable[[object], None]:
     def cleanup(_: object) -> None:
         from pyimg.runtime.cgroup_hooks import destroy
 
-        destroy(Path(args.state_dir) / CGROUP_STATE)
+        destroy(os.path.join(args.state_dir, CGROUP_STATE))
 
     return cleanup
 
@@ -429,25 +450,37 @@ def _cgroup_cleanup(args: argparse.Namespace) -> Callable[[object], None]:
 def _oom_killed(args: argparse.Namespace) -> bool:
     from pyimg.runtime.cgroup_hooks import oom_killed
 
-    return oom_killed(Path(args.state_dir) / CGROUP_STATE)
+    return oom_killed(os.path.join(args.state_dir, CGROUP_STATE))
 
 
-def _reply(conn: socket.socket, obj: dict[str, Any]) -> None:
+def _reply(conn: Socket, obj: dict[str, Any]) -> None:
     conn.sendall(json.dumps(obj).encode() + b"\n")
 
 
-def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    fds = array.array("i")
-    msg, ancdata, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(16 * fds.itemsize))
+_INT = struct.calcsize("i")
+
+
+def _fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The file descriptors an SCM_RIGHTS message carried."""
+    fds: list[int] = []
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % _INT
+            fds += [v for (v,) in struct.iter_unpack("i", data[:usable])]
+    return fds
+
+
+def _recv_request(conn: Socket) -> tuple[dict[str, Any], list[int]]:
+    msg, ancdata, _, _ = conn.recvmsg(65536, _socket.CMSG_SPACE(16 * _INT))
+    fds = _fds(ancdata)
     line = msg.split(b"\n", 1)[0]
     obj: dict[str, Any] = json.loads(line)
-    return obj, list(fds)
+    return obj, fds
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     p = argparse.ArgumentParser(prog="pyimg-shim")
     p.add_argument("--id", required=True)
     p.add_argument("--bundle", required=True)
@@ -460,11 +493,40 @@ def main(argv: list[str] | None = None) -> int:
                    help="remove the container (pyimg rm -f) after it exits")
     p.add_argument("--ready-fd", type=int, default=-1,
                    help="write '1' to this fd once up, then close it (EOF: failed)")
-    args = p.parse_args(argv)
+    return run(p.parse_args(argv))
+
+
+def preload() -> None:
+    """Import what :func:`run` needs (a shim forked early does it while it waits)."""
+    from pyimg import linux  # noqa: F401
+    from pyimg.runtime import attachwarm, cgroup_hooks, cgroups, launcher, logs  # noqa: F401
+
+
+def run(args: argparse.Namespace) -> int:
+    """The shim, with :func:`main`'s options as attributes of ``args`` (the CLI's
+    fork of itself calls this directly: argparse costs ~1.5 ms to import here)."""
+    if not hasattr(args, "warm"):  # (a shim forked early has kept it warm already)
+        from pyimg.runtime import attachwarm
+
+        # first: the cgroup attach's grace period (see attachwarm) runs meanwhile, or
+        # the one the CLI started stays in effect until init joins the cgroup
+        args.warm = attachwarm.start()
     if args.ready_fd >= 0:  # not for init and the container (fork then exec)
         os.set_inheritable(args.ready_fd, False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the CLI's Ctrl-C is not ours
     return Shim(args).run()
+
+
+def command_line(options: dict[str, str | int | bool]) -> list[str]:
+    """:func:`main`'s arguments for ``options`` (``{"state_dir": D, "tty": True}``)."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
+    return argv
 
 
 if __name__ == "__main__":

@@ -29,16 +29,19 @@ import os
 import posixpath
 import re
 import resource
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any, Literal
 
 from pyimg.errors import InvalidArgument
-from pyimg.oci import ImageConfig
+from pyimg.record import Record
 from pyimg.runtime.capnames import ALL_CAPABILITIES
 from pyimg.runtime.user import resolve_user
+
+TYPE_CHECKING = False  # import-light: `pyimg run` (no typing, dataclasses, decimal, pathlib)
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Literal
+
+    from pyimg.fsutil import StrPath
+    from pyimg.oci import ImageConfig
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -89,20 +92,24 @@ def default_mounts() -> list[dict[str, Any]]:
 # Option types ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MountSpec:
+class MountSpec(Record):
     """One extra mount: ``bind`` (host ``source`` → ``destination``) or ``tmpfs``."""
 
+    _fields = ("type", "destination", "source", "readonly", "options")
+    __slots__ = _fields
     type: Literal["bind", "tmpfs"]
     destination: str
-    source: str = ""
-    readonly: bool = False
+    source: str
+    readonly: bool
     #: extra mount options; for tmpfs e.g. ``("size=64m", "mode=1777")``
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...]
+
+    def __init__(self, type: Literal["bind", "tmpfs"], destination: str, source: str = "",
+                 readonly: bool = False, options: tuple[str, ...] = ()) -> None:
+        self._set(type, destination, source, readonly, options)
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(Record):
     """What ``pyimg run`` may change about the image's defaults.
 
     ``args`` replaces the image Cmd; ``entrypoint`` (when not None) replaces the
@@ -113,24 +120,45 @@ class RunOptions:
     count (see :func:`parse_size`, :func:`parse_cpus`).
     """
 
-    args: tuple[str, ...] | None = None
-    entrypoint: tuple[str, ...] | None = None
-    env: tuple[str, ...] = ()
-    workdir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    tty: bool = False
-    console_size: tuple[int, int] | None = None  # (height, width) when tty
-    readonly_rootfs: bool = False
-    memory: int | None = None
-    cpus: float | None = None
-    pids_limit: int | None = None
-    network: Literal["none", "host"] = "none"
-    mounts: tuple[MountSpec, ...] = ()
-    cap_add: tuple[str, ...] = ()
-    cap_drop: tuple[str, ...] = ()
-    cgroups_path: str | None = None
-    seccomp: Mapping[str, Any] | None = field(default=None, hash=False)
+    _fields = ("args", "entrypoint", "env", "workdir", "user", "hostname", "tty",
+               "console_size", "readonly_rootfs", "memory", "cpus", "pids_limit", "network",
+               "mounts", "cap_add", "cap_drop", "cgroups_path", "seccomp")
+    __slots__ = _fields
+    args: tuple[str, ...] | None
+    entrypoint: tuple[str, ...] | None
+    env: tuple[str, ...]
+    workdir: str | None
+    user: str | None
+    hostname: str | None
+    tty: bool
+    console_size: tuple[int, int] | None  # (height, width) when tty
+    readonly_rootfs: bool
+    memory: int | None
+    cpus: float | None
+    pids_limit: int | None
+    network: Literal["none", "host"]
+    mounts: tuple[MountSpec, ...]
+    cap_add: tuple[str, ...]
+    cap_drop: tuple[str, ...]
+    cgroups_path: str | None
+    seccomp: Mapping[str, Any] | None  # not hashed
+
+    def __init__(self, args: tuple[str, ...] | None = None,
+                 entrypoint: tuple[str, ...] | None = None, env: tuple[str, ...] = (),
+                 workdir: str | None = None, user: str | None = None,
+                 hostname: str | None = None, tty: bool = False,
+                 console_size: tuple[int, int] | None = None, readonly_rootfs: bool = False,
+                 memory: int | None = None, cpus: float | None = None,
+                 pids_limit: int | None = None, network: Literal["none", "host"] = "none",
+                 mounts: tuple[MountSpec, ...] = (), cap_add: tuple[str, ...] = (),
+                 cap_drop: tuple[str, ...] = (), cgroups_path: str | None = None,
+                 seccomp: Mapping[str, Any] | None = None) -> None:
+        self._set(args, entrypoint, env, workdir, user, hostname, tty, console_size,
+                  readonly_rootfs, memory, cpus, pids_limit, network, mounts, cap_add,
+                  cap_drop, cgroups_path, seccomp)
+
+    def __hash__(self) -> int:
+        return hash(self._values()[:-1])
 
     @property
     def terminal(self) -> bool:
@@ -145,7 +173,8 @@ def default_cgroups_path(container_id: str) -> str:
 
 # Size and CPU parsing ------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+# Patterns are compiled on first use (re caches them): most runs need few of them.
+_SIZE = r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
@@ -154,7 +183,9 @@ def parse_size(text: str) -> int:
 
     Units are binary (k = 1024) and case-insensitive; ``b``/``ib`` may follow.
     """
-    m = _SIZE.match(text) if isinstance(text, str) else None
+    from decimal import Decimal
+
+    m = re.match(_SIZE, text) if isinstance(text, str) else None
     if not m or (m.group(3) and m.group(3).lower() == "ib" and not m.group(2)):
         raise InvalidArgument(
             f"invalid size {text!r}: expected a number with an optional unit, e.g. 64m or 1g"
@@ -166,6 +197,8 @@ def parse_size(text: str) -> int:
 def parse_cpus(text: str) -> float:
     """``"0.5"`` → 0.5 CPUs; must be a positive decimal number (at most 2 decimals
     count: the CFS quota resolution is 1 ms of a 100 ms period)."""
+    from decimal import Decimal, InvalidOperation
+
     try:
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError) as exc:
@@ -179,12 +212,12 @@ def parse_cpus(text: str) -> float:
 
 # Validation helpers ------------------------------------------------------------
 
-_HOSTNAME = re.compile(
+_HOSTNAME = (
     r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-_ENV_KEY = re.compile(r"^[^=\x00]+$")
-_MOUNT_OPT = re.compile(r"^[a-z_]+(=[A-Za-z0-9._-]+)?$")
-_SYSTEMD_CGROUP = re.compile(r"^[A-Za-z0-9_.@-]+:[A-Za-z0-9_.@-]*:[A-Za-z0-9_.@-]+$")
+_ENV_KEY = r"^[^=\x00]+$"
+_MOUNT_OPT = r"^[a-z_]+(=[A-Za-z0-9._-]+)?$"
+_SYSTEMD_CGROUP = r"^[A-Za-z0-9_.@-]+:[A-Za-z0-9_.@-]*:[A-Za-z0-9_.@-]+$"
 
 
 def _clean_abs(path: str, what: str) -> str:
@@ -262,7 +295,7 @@ def _mount_json(m: MountSpec) -> dict[str, Any]:
     if dest == "/":
         raise InvalidArgument("invalid mount destination '/': cannot mount over the rootfs")
     for o in m.options:
-        if not _MOUNT_OPT.match(o):
+        if not re.match(_MOUNT_OPT, o):
             raise InvalidArgument(f"invalid mount option {o!r} for {dest}")
     if m.type == "bind":
         src = _clean_abs(m.source, "bind mount source")
@@ -367,8 +400,8 @@ def _mounts(options: RunOptions) -> list[dict[str, Any]]:
     return [m for m in default_mounts() if m["destination"] not in dests] + extra
 
 
-def generate_spec(config: ImageConfig, rootfs: Path,
-                  options: RunOptions = RunOptions()) -> dict[str, Any]:
+def generate_spec(config: ImageConfig, rootfs: StrPath,
+                  options: RunOptions = RunOptions()) -> dict[str, Any]:  # noqa: B008 (immutable)
     """The ``config.json`` for running ``config`` over the filled ``rootfs``.
 
     ``rootfs`` is only read (the image's ``/etc/passwd`` and ``/etc/group``);
@@ -384,7 +417,7 @@ def generate_spec(config: ImageConfig, rootfs: Path,
     user = resolve_user(rootfs, user_spec)
 
     for e in options.env:
-        if not isinstance(e, str) or "=" not in e or not _ENV_KEY.match(_env_key(e)) \
+        if not isinstance(e, str) or "=" not in e or not re.match(_ENV_KEY, _env_key(e)) \
                 or "\x00" in e:
             raise InvalidArgument(f"invalid environment variable {e!r}: expected KEY=VALUE")
     image_env = [e for e in _str_list(cfg.get("Env"), "Env") if "=" in e and "\x00" not in e
@@ -438,8 +471,8 @@ def generate_spec(config: ImageConfig, rootfs: Path,
     }
     if options.cgroups_path is not None:
         cp = options.cgroups_path
-        if not (_SYSTEMD_CGROUP.match(cp) or (cp.startswith("/") and "\x00" not in cp
-                                              and ".." not in cp.split("/") and cp != "/")):
+        if not ((cp.startswith("/") and "\x00" not in cp and ".." not in cp.split("/")
+                 and cp != "/") or re.match(_SYSTEMD_CGROUP, cp)):
             raise InvalidArgument(f"invalid cgroups path {cp!r}: expected an absolute path "
                                   "like /pyimg/<id> or slice:prefix:name")
         linux["cgroupsPath"] = cp
@@ -456,7 +489,7 @@ def generate_spec(config: ImageConfig, rootfs: Path,
         "root": {"path": ROOTFS_DIR, "readonly": bool(options.readonly_rootfs)},
     }
     if options.hostname is not None:
-        if not _HOSTNAME.match(options.hostname) or len(options.hostname) > 64:
+        if len(options.hostname) > 64 or not re.match(_HOSTNAME, options.hostname):
             raise InvalidArgument(f"invalid hostname {options.hostname!r}: expected letters, "
                                   "digits, '-' and '.', at most 64 characters")
         spec["hostname"] = options.hostname

@@ -7,11 +7,14 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass
-from pathlib import Path
 
 from pyimg.errors import InvalidArgument
+from pyimg.record import Record
 from pyimg.runtime.inroot import fd_path, resolve
+
+TYPE_CHECKING = False  # import-light: `pyimg run` (no dataclasses, pathlib)
+if TYPE_CHECKING:
+    from pyimg.fsutil import StrPath
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" for the kernel
 MAX_ETC_FILE = 16 * 1024 * 1024
@@ -19,7 +22,7 @@ MAX_ETC_FILE = 16 * 1024 * 1024
 
 # Reading files inside the rootfs -----------------------------------------------
 
-def open_in_root(root: Path, path: str) -> int:
+def open_in_root(root: StrPath, path: str) -> int:
     """Open ``path`` read-only as seen from inside ``root`` (like ``chroot``).
 
     Resolution is :func:`pyimg.runtime.inroot.resolve`: nothing outside
@@ -43,7 +46,7 @@ def open_in_root(root: Path, path: str) -> int:
     return fd
 
 
-def _read_etc(rootfs: Path, name: str) -> list[list[str]] | None:
+def _read_etc(rootfs: StrPath, name: str) -> list[list[str]] | None:
     """The colon-separated lines of ``/etc/<name>`` in ``rootfs``; None if absent."""
     try:
         fd = open_in_root(rootfs, f"/etc/{name}")
@@ -66,15 +69,19 @@ def _read_etc(rootfs: Path, name: str) -> list[list[str]] | None:
     return out
 
 
-@dataclass(frozen=True)
-class _Passwd:
+class _Passwd(Record):
+    _fields = ("name", "uid", "gid", "home")
+    __slots__ = _fields
     name: str
     uid: int
     gid: int
     home: str
 
+    def __init__(self, name: str, uid: int, gid: int, home: str) -> None:
+        self._set(name, uid, gid, home)
 
-def _passwd(rootfs: Path) -> list[_Passwd] | None:
+
+def _passwd(rootfs: StrPath) -> list[_Passwd] | None:
     rows = _read_etc(rootfs, "passwd")
     if rows is None:
         return None
@@ -85,7 +92,7 @@ def _passwd(rootfs: Path) -> list[_Passwd] | None:
     return out
 
 
-def _groups(rootfs: Path) -> list[tuple[str, int, list[str]]] | None:
+def _groups(rootfs: StrPath) -> list[tuple[str, int, list[str]]] | None:
     rows = _read_etc(rootfs, "group")
     if rows is None:
         return None
@@ -102,18 +109,23 @@ def _numeric_id(text: str, what: str, spec: str) -> int | None:
     return value
 
 
-@dataclass(frozen=True)
-class ResolvedUser:
+class ResolvedUser(Record):
+    _fields = ("uid", "gid", "additional_gids", "home")
+    __slots__ = _fields
     uid: int
     gid: int
     additional_gids: tuple[int, ...]
     home: str | None
 
+    def __init__(self, uid: int, gid: int, additional_gids: tuple[int, ...],
+                 home: str | None) -> None:
+        self._set(uid, gid, additional_gids, home)
 
-_USER_PART = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@$-]*$")
+
+_USER_PART = r"^[A-Za-z0-9_.][A-Za-z0-9_.@$-]*$"  # compiled on first use (re caches it)
 
 
-def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
+def resolve_user(rootfs: StrPath, spec: str) -> ResolvedUser:
     """``uid[:gid]`` / ``name[:group]`` → ids, as runc's ``GetExecUser`` does.
 
     A numeric uid needs no passwd entry (gid then defaults to 0); a name must
@@ -126,7 +138,7 @@ def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
     user_part, sep, group_part = spec.partition(":")
     checks = [(user_part, "user")] + ([(group_part, "group")] if sep else [])
     for part, what in checks:
-        if not _USER_PART.match(part):
+        if not re.match(_USER_PART, part):
             raise InvalidArgument(
                 f"invalid user {spec!r}: {what} {part!r} is not a valid name or id",
                 hint="use uid[:gid] or name[:group], e.g. 1000:1000 or nobody",

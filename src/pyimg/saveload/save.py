@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,7 +88,7 @@ def _index_entries(saved: list[Saved]) -> list[Descriptor]:
         annotations[CONTAINERD_NAME] = s.name
         if tag:
             annotations[REF_NAME] = tag if tags.count(tag) == 1 else s.name
-        out.append(replace(s.target, annotations=annotations))
+        out.append(s.target.replace(annotations=annotations))
     return out
 
 

@@ -31,16 +31,27 @@ cannot do this say so with ``supports_rebase = False``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+import os
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 from pyimg.errors import InvalidArgument
+from pyimg.record import Record
 
+TYPE_CHECKING = False  # import-light: `pyimg run` prepares a snapshot
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pyimg.fsutil import StrPath
     from pyimg.metadata import MetaStore
+    from pyimg.snapshotters.protocol import Snapshotter as Snapshotter
+
+
+def __getattr__(name: str) -> object:
+    if name == "Snapshotter":  # a typing.Protocol: typing costs ~3 ms to import
+        from pyimg.snapshotters.protocol import Snapshotter
+
+        return Snapshotter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Kind(StrEnum):
@@ -49,63 +60,48 @@ class Kind(StrEnum):
     COMMITTED = "committed"
 
 
-@dataclass(frozen=True, slots=True)
-class Mount:
+class Mount(Record):
     """A mount description: ``mount -t TYPE -o OPTIONS SOURCE TARGET``."""
 
+    _fields = ("type", "source", "options")
+    __slots__ = _fields
     type: str  # "overlay" or "bind"
     source: str
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...]
+
+    def __init__(self, type: str, source: str, options: tuple[str, ...] = ()) -> None:
+        self._set(type, source, options)
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotInfo:
+class SnapshotInfo(Record):
+    _fields = ("key", "kind", "parent", "created_at", "labels", "path")
+    __slots__ = _fields
     key: str  # the key (active/view) or the name (committed)
     kind: Kind
     parent: str | None
     created_at: float
-    labels: Mapping[str, str] = field(default_factory=dict)
-    path: str = ""  # the snapshot's directory (its fs/ lives inside)
+    labels: Mapping[str, str]
+    path: str  # the snapshot's directory (its fs/ lives inside)
+
+    def __init__(self, key: str, kind: Kind, parent: str | None, created_at: float,
+                 labels: Mapping[str, str] | None = None, path: str = "") -> None:
+        self._set(key, kind, parent, created_at, {} if labels is None else labels, path)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(Record):
+    _fields = ("size", "inodes")
+    __slots__ = _fields
     size: int  # bytes of disk used by this snapshot's own directory
     inodes: int
 
-
-class Snapshotter(Protocol):
-    name: str  # "overlay" or "native"
-    supports_rebase: bool
-
-    def stat(self, key: str) -> SnapshotInfo: ...
-    def prepare(self, key: str, parent: str | None, *,
-                labels: Mapping[str, str] | None = None) -> list[Mount]: ...
-    def view(self, key: str, parent: str | None, *,
-             labels: Mapping[str, str] | None = None) -> list[Mount]: ...
-    def mounts(self, key: str) -> list[Mount]: ...
-    def commit(self, name: str, key: str, *, parent: str | None = None,
-               labels: Mapping[str, str] | None = None) -> None: ...
-    def remove(self, key: str) -> None: ...
-    def walk(self) -> Iterator[SnapshotInfo]: ...
-    def usage(self, key: str) -> Usage: ...
-    def upper_dir(self, key: str) -> str:
-        """The directory an applier writes an active snapshot's changes into.
-
-        For a committed snapshot, the directory holding that snapshot's own
-        files (its layer, for overlay; the whole tree, for native): read it,
-        never write it.  Views are refused.
-        """
-        ...
-    def cleanup(self) -> list[str]:
-        """Remove directories no metadata row owns (after a crash); returns them."""
-        ...
+    def __init__(self, size: int, inodes: int) -> None:
+        self._set(size, inodes)
 
 
 SNAPSHOTTERS = ("overlay", "native")
 
 
-def open_snapshotter(name: str, store_root: Path, meta: MetaStore) -> Snapshotter:
+def open_snapshotter(name: str, store_root: StrPath, meta: MetaStore) -> Snapshotter:
     """The snapshotter ``name`` keeping its snapshots in ``store_root/snapshots/<name>``.
 
     ``snapshots/`` is created (or tightened to) 0700: layers hold setuid
@@ -116,21 +112,21 @@ def open_snapshotter(name: str, store_root: Path, meta: MetaStore) -> Snapshotte
     """
     from pyimg.snapshotters.base import make_private_dir
 
-    base = store_root / "snapshots"
+    base = os.path.join(store_root, "snapshots")
     make_private_dir(base)
     if name == "overlay":
         from pyimg.snapshotters.overlay import OverlaySnapshotter
 
-        return OverlaySnapshotter(base / "overlay", meta)
+        return OverlaySnapshotter(os.path.join(base, "overlay"), meta)
     if name == "native":
         from pyimg.snapshotters.native import NativeSnapshotter
 
-        return NativeSnapshotter(base / "native", meta)
+        return NativeSnapshotter(os.path.join(base, "native"), meta)
     raise InvalidArgument(f"snapshotter {name!r}: unknown",
                           hint=f"use one of {', '.join(SNAPSHOTTERS)}")
 
 
-def overlay_supported(path: Path) -> bool:
+def overlay_supported(path: StrPath) -> bool:
     """Whether overlay mounts work for layers under ``path`` (a real probe, cached)."""
     from pyimg.snapshotters.overlay import overlay_supported as probe
 

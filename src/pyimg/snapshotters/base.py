@@ -16,7 +16,11 @@ single source of truth):
 * create: build in ``tmp-*``, insert the row inside a write transaction and
   rename ``tmp-*`` -> ``<id>`` (then fsync the root) *before* it commits.
   A crash leaves either a directory without a row or nothing: never a row
-  without its directory.  On error the directory is removed.
+  without its directory.  On error the directory is removed.  Active
+  snapshots skip the fsync (a container's rootfs, a layer being extracted):
+  after a power cut one may have a row without its directory, which only
+  its removal (stale extraction, vanished container) ever meets -- the
+  fsync is what commit's ``syncfs`` does for every snapshot it commits.
 * commit: ``syncfs`` the snapshot's filesystem *before* the transaction
   that marks it committed, so a power cut never leaves a committed, empty
   layer.
@@ -35,17 +39,24 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
-from pathlib import Path
 
-from pyimg import _debug, linux
+from pyimg import _debug
 from pyimg.errors import AlreadyExists, FailedPrecondition
 from pyimg.fsutil import fsync_dir
-from pyimg.metadata import MetaStore, SnapshotRecord, Tx
 from pyimg.mount import mount_points_under
-from pyimg.snapshotters import Kind, Mount, SnapshotInfo, Usage
+from pyimg.rmtree import rmtree
+from pyimg.snapshotters import Kind, SnapshotInfo, Usage
+
+# Import-light (`pyimg run` prepares and removes a snapshot): paths are strings
+# here; ``root``, ``path()`` and ``fs()`` make pathlib objects for other callers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from pathlib import Path
+
+    from pyimg.fsutil import StrPath
+    from pyimg.metadata import MetaStore, SnapshotRecord, Tx
+    from pyimg.snapshotters import Mount
 
 
 class DirSnapshotter:
@@ -55,13 +66,19 @@ class DirSnapshotter:
     name = "base"
     supports_rebase = False
 
-    def __init__(self, root: Path, meta: MetaStore) -> None:
+    def __init__(self, root: StrPath, meta: MetaStore) -> None:
         make_private_dir(root)
-        self.root = root
+        self._root = os.fspath(root)
         self._meta = meta
 
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._root)
+
     # hooks ---------------------------------------------------------------
-    def _populate(self, tmp: Path, kind: Kind, parent: SnapshotRecord | None) -> None:
+    def _populate(self, tmp: str, kind: Kind, parent: SnapshotRecord | None) -> None:
         raise NotImplementedError
 
     def _mounts(self, tx: Tx, rec: SnapshotRecord) -> list[Mount]:
@@ -69,10 +86,20 @@ class DirSnapshotter:
 
     # queries -------------------------------------------------------------
     def path(self, rec: SnapshotRecord) -> Path:
-        return self.root / str(rec.id)
+        from pathlib import Path
+
+        return Path(self._dir(rec))
 
     def fs(self, rec: SnapshotRecord) -> Path:
-        return self.root / str(rec.id) / "fs"
+        from pathlib import Path
+
+        return Path(self._fs(rec))
+
+    def _dir(self, rec: SnapshotRecord) -> str:
+        return os.path.join(self._root, str(rec.id))
+
+    def _fs(self, rec: SnapshotRecord) -> str:
+        return os.path.join(self._root, str(rec.id), "fs")
 
     def stat(self, key: str) -> SnapshotInfo:
         with self._meta.transaction() as tx:
@@ -96,7 +123,7 @@ class DirSnapshotter:
         """Disk used by the snapshot's own files (its ``fs``), like ``du``."""
         with self._meta.transaction() as tx:
             rec = tx.get_snapshot(self.name, key)
-        return disk_usage(self.fs(rec))
+        return disk_usage(self._fs(rec))
 
     def upper_dir(self, key: str) -> str:
         """An active snapshot's ``fs`` (write into it), or a committed one's (read only).
@@ -109,11 +136,11 @@ class DirSnapshotter:
         if rec.kind == Kind.VIEW:
             raise FailedPrecondition(f"snapshot {key}: is a view, it has no upper dir",
                                      hint="mount it to read it")
-        return str(self.fs(rec))
+        return self._fs(rec)
 
     def _info(self, rec: SnapshotRecord) -> SnapshotInfo:
         return SnapshotInfo(rec.key, Kind(rec.kind), rec.parent, rec.created_at,
-                            dict(rec.labels), str(self.path(rec)))
+                            dict(rec.labels), self._dir(rec))
 
     def _chain(self, tx: Tx, rec: SnapshotRecord) -> list[SnapshotRecord]:
         """The committed ancestors of ``rec``, nearest first."""
@@ -141,17 +168,18 @@ class DirSnapshotter:
             if tx.find_snapshot(self.name, key) is not None:
                 raise AlreadyExists(f"snapshot {key}: already exists")
             parent_rec = None if parent is None else _committed(tx, self.name, parent)
-        with build_dir(self.root) as tmp:
-            renamed: Path | None = None
+        with _build_dir(self._root) as tmp:
+            renamed: str | None = None
             try:
                 self._populate(tmp, kind, parent_rec)
                 with self._meta.transaction(write=True) as tx:
                     rec = tx.create_snapshot(self.name, key, kind.value, parent, labels)
-                    final = self.path(rec)
+                    final = self._dir(rec)
                     _clear_stale(final)
                     os.rename(tmp, final)
                     renamed = final
-                    fsync_dir(self.root)  # the rename is durable before the row is
+                    if kind != Kind.ACTIVE:  # (see the module docstring)
+                        fsync_dir(self._root)  # the rename is durable before the row is
                     return self._mounts(tx, rec)
             except BaseException:
                 remove_tree(renamed or tmp)
@@ -163,7 +191,7 @@ class DirSnapshotter:
         with self._meta.transaction() as tx:
             rec = self._active(tx, key)
         # Outside the write lock: flushing a large layer may take a while.
-        sync_filesystem(self.path(rec))
+        sync_filesystem(self._dir(rec))
         with self._meta.transaction(write=True) as tx:
             now = self._active(tx, key)
             if now.id != rec.id:
@@ -190,7 +218,7 @@ class DirSnapshotter:
             rec = tx.delete_snapshot(self.name, key)
         # The row is gone for good; a failure here only leaves work for cleanup().
         try:
-            remove_tree(self.path(rec))
+            remove_tree(self._dir(rec))
         except (OSError, FailedPrecondition) as exc:
             _debug.log(__name__, "remove snapshot %s: %s (cleanup() will retry)", key, exc)
 
@@ -204,11 +232,11 @@ class DirSnapshotter:
         removed: list[str] = []
         with self._meta.transaction(write=True) as tx:
             ids = {rec.id for rec in tx.list_snapshots(self.name)}
-            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+            for entry in sorted(os.scandir(self._root), key=lambda e: e.name):
                 orphan = entry.name.startswith("tmp-") or (
                     entry.name.isdigit() and int(entry.name) not in ids)
                 if orphan and entry.is_dir(follow_symlinks=False) and _remove_unlocked(
-                        Path(entry.path)):
+                        entry.path):
                     removed.append(entry.path)
         return removed
 
@@ -220,14 +248,14 @@ def _committed(tx: Tx, snapshotter: str, name: str) -> SnapshotRecord:
     return rec
 
 
-def _clear_stale(final: Path) -> None:
+def _clear_stale(final: str) -> None:
     # A directory under a fresh id is a leftover of a crash after the rename
     # whose transaction (and so the id) rolled back: nobody owns it.
     if os.path.lexists(final):
         remove_tree(final)
 
 
-def _remove_unlocked(path: Path) -> bool:
+def _remove_unlocked(path: str) -> bool:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -249,17 +277,25 @@ def _remove_unlocked(path: Path) -> bool:
 
 # filesystem helpers ------------------------------------------------------
 
-def make_private_dir(path: Path) -> None:
+def make_private_dir(path: StrPath) -> None:
     """Create ``path`` mode 0700 (missing parents get the umask's mode), or tighten it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.makedirs(path, 0o700, exist_ok=True)
     os.chmod(path, 0o700)
 
 
 @contextlib.contextmanager
-def build_dir(root: Path) -> Iterator[Path]:
+def build_dir(root: StrPath) -> Iterator[Path]:
     """A fresh ``root/tmp-*`` directory, flock'd until the block ends."""
+    from pathlib import Path
+
+    with _build_dir(os.fspath(root)) as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _build_dir(root: str) -> Iterator[str]:
     while True:
-        tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=root))
+        tmp = _mkdtemp(root, "tmp-")
         fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink > 0:
@@ -271,7 +307,19 @@ def build_dir(root: Path) -> Iterator[Path]:
         os.close(fd)  # the lock goes with the last fd, after the rename
 
 
-def remove_tree(path: Path) -> None:
+def _mkdtemp(parent: str, prefix: str) -> str:
+    """``tempfile.mkdtemp(prefix=prefix, dir=parent)`` (a new 0700 directory), without
+    importing tempfile (~4 ms here, on every `pyimg run`)."""
+    while True:
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
+def remove_tree(path: StrPath) -> None:
     """rmtree that refuses to descend into mounts and tolerates concurrent removal."""
     if not os.path.lexists(path):
         return
@@ -284,14 +332,16 @@ def remove_tree(path: Path) -> None:
     # vanishing under us are fine, so retry until the tree is gone.
     for _ in range(5):
         with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(path)
+            rmtree(path)
         if not os.path.lexists(path):
             return
-    shutil.rmtree(path)
+    rmtree(path)
 
 
-def sync_filesystem(path: Path) -> None:
+def sync_filesystem(path: StrPath) -> None:
     """Flush everything written under ``path`` (the whole filesystem, as containerd)."""
+    from pyimg import linux
+
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         linux.syncfs(fd)
@@ -299,7 +349,7 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
-def disk_usage(path: Path) -> Usage:
+def disk_usage(path: StrPath) -> Usage:
     """Allocated bytes (``st_blocks``) and inodes under ``path``, hardlinks once."""
     seen: set[tuple[int, int]] = set()
     size = inodes = 0

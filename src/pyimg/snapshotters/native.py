@@ -24,12 +24,12 @@ class NativeSnapshotter(DirSnapshotter):
     name = "native"
     supports_rebase = False
 
-    def _populate(self, tmp: Path, kind: Kind, parent: SnapshotRecord | None) -> None:
+    def _populate(self, tmp: str, kind: Kind, parent: SnapshotRecord | None) -> None:
         if parent is None:
-            os.mkdir(tmp / "fs", 0o755)
+            os.mkdir(os.path.join(tmp, "fs"), 0o755)
         else:
-            copy_tree(self.fs(parent), tmp / "fs")
+            copy_tree(self.fs(parent), Path(tmp) / "fs")
 
     def _mounts(self, tx: Tx, rec: SnapshotRecord) -> list[Mount]:
         mode = "rw" if rec.kind == Kind.ACTIVE else "ro"
-        return [Mount("bind", str(self.fs(rec)), (mode, "bind"))]
+        return [Mount("bind", self._fs(rec), (mode, "bind"))]

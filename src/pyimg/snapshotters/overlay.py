@@ -18,38 +18,43 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-from pathlib import Path
+from _thread import allocate_lock
 
 from pyimg import _debug
-from pyimg.metadata import SnapshotRecord, Tx
 from pyimg.snapshotters import Kind, Mount
 from pyimg.snapshotters.base import DirSnapshotter, build_dir, remove_tree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pyimg.fsutil import StrPath
+    from pyimg.metadata import SnapshotRecord, Tx
 
 
 class OverlaySnapshotter(DirSnapshotter):
     name = "overlay"
     supports_rebase = True
 
-    def _populate(self, tmp: Path, kind: Kind, parent: SnapshotRecord | None) -> None:
-        fs = tmp / "fs"
+    def _populate(self, tmp: str, kind: Kind, parent: SnapshotRecord | None) -> None:
+        fs = os.path.join(tmp, "fs")
         os.mkdir(fs, 0o755)
         if kind == Kind.ACTIVE:
-            os.mkdir(tmp / "work", 0o700)
+            os.mkdir(os.path.join(tmp, "work"), 0o700)
         if parent is not None:
             # The merged root takes the upper dir's owner and mode: keep the parent's.
-            st = os.stat(self.fs(parent))
+            st = os.stat(self._fs(parent))
             os.chown(fs, st.st_uid, st.st_gid)
             os.chmod(fs, st.st_mode & 0o7777)
 
     def _mounts(self, tx: Tx, rec: SnapshotRecord) -> list[Mount]:
-        lowers = [str(self.fs(p)) for p in self._chain(tx, rec)]
-        own = str(self.fs(rec))
+        lowers = [self._fs(p) for p in self._chain(tx, rec)]
+        own = self._fs(rec)
         if rec.kind == Kind.ACTIVE:
             if not lowers:
                 return [Mount("bind", own, ("rw", "bind"))]
             return [Mount("overlay", "overlay", (
-                f"workdir={self.path(rec) / 'work'}",
+                f"workdir={os.path.join(self._dir(rec), 'work')}",
                 f"upperdir={own}",
                 "lowerdir=" + ":".join(lowers),
             ))]
@@ -62,16 +67,18 @@ class OverlaySnapshotter(DirSnapshotter):
 
 
 _SUPPORTED: dict[str, bool] = {}
-_SUPPORTED_LOCK = threading.Lock()
+_SUPPORTED_LOCK = allocate_lock()
 
 
-def overlay_supported(path: Path) -> bool:
+def overlay_supported(path: StrPath) -> bool:
     """Whether an overlay mount works with its layers under ``path`` (cached).
 
     Tries a real mount in a temp dir there: the answer depends on privileges,
     the kernel and the backing filesystem (overlay refuses some upper
     filesystems, and nested overlay), which no static check covers.
     """
+    from pathlib import Path
+
     key = os.path.realpath(path)
     with _SUPPORTED_LOCK:
         if key not in _SUPPORTED:
