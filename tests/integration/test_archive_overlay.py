@@ -59,3 +59,49 @@ def test_overlay_mount_of_applied_layers(tmp_path: Path) -> None:
         assert not [p for p in target.rglob("*") if p.name.startswith(".wh.")]
     finally:
         subprocess.run(["umount", str(target)], check=True)
+
+
+HIDDEN = [
+    Layer().dir("a").file("a/f", b"old").dir("b").file("b/g", b"gee").symlink("b/s", "g"),
+    # a/ becomes opaque without f: a/f is gone from the merged view; b/g deleted
+    Layer().opaque("a").file("a/other", b"o").whiteout("b/g"),
+]
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["with-lowers", "copy-up-later"])
+def test_hardlinks_into_lowers_see_what_overlay_shows(tmp_path: Path, deferred: bool) -> None:
+    """A hardlink to a file hidden by an opaque directory or a whiteout in a nearer
+    layer must fail as on a real overlay mount; a link to a lower symlink copies it."""
+    from pyimg.archive.lowers import copy_up
+    from pyimg.errors import UnpackError
+
+    lowers: list[Path] = []
+    for i, layer in enumerate(HIDDEN):
+        upper = tmp_path / f"l{i}"
+        upper.mkdir()
+        apply_layer(io.BytesIO(layer.tar()), "none", upper, whiteouts=WhiteoutMode.OVERLAY)
+        lowers.insert(0, upper)  # top-first
+
+    def link(name: str, target: str) -> None:
+        upper = tmp_path / name
+        upper.mkdir()
+        blob = io.BytesIO(Layer().hardlink(f"{name}-link", target).tar())
+        if deferred:
+            result = apply_layer(blob, "none", upper, whiteouts=WhiteoutMode.OVERLAY)
+            copy_up(upper, lowers, result.deferred)
+        else:
+            apply_layer(blob, "none", upper, whiteouts=WhiteoutMode.OVERLAY, lowers=lowers)
+
+    for name, target in (("opaque", "a/f"), ("whiteout", "b/g")):
+        with pytest.raises(UnpackError, match="not found"):
+            link(name, target)
+        merged = tmp_path / f"m-{name}"
+        merged.mkdir()
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        "lowerdir=" + ":".join(map(str, lowers)), str(merged)], check=True)
+        try:
+            assert not (merged / target).exists()  # what overlay shows agrees
+        finally:
+            subprocess.run(["umount", str(merged)], check=True)
+    link("sym", "b/s")
+    assert os.readlink(tmp_path / "sym" / "sym-link") == "g"

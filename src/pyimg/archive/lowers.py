@@ -3,9 +3,12 @@
 In DELETE mode the root holds the whole tree, so a hardlink may point at a
 file of an earlier layer.  In OVERLAY mode the root is one layer's upperdir:
 a target that this layer does not contain is copied (content and metadata)
-from the first lower layer that has it (``lowers`` is top-first), or, with no
-lowers given, recorded in ``ApplyResult.deferred`` for the caller.  A copy
-breaks the link relation, which is what overlayfs copy-up does anyway.
+from the lower layers as overlayfs would show it (``lowers`` is top-first:
+whiteouts and opaque directories hide what is below), either at once or, with
+no lowers given, later by :func:`copy_up` from ``ApplyResult.deferred``.  A
+copy breaks the link relation, which is what overlayfs copy-up does anyway.
+This module also answers what a lower chain shows at a path (:func:`lookup`),
+for the unpacker's commit-time checks.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,30 +77,113 @@ def _missing_target(ap: Applier, key: str, head: str, base: str, target: str) ->
 
 def copy_from_lowers(ap: Applier, lowers: Sequence[Path], head: str, base: str,
                      target: str) -> bool:
-    """Copy ``target`` from the first lower that has it to ``head/base`` in the root."""
+    """Copy ``target``, as the overlay of ``lowers`` shows it, to ``head/base`` in the root.
+
+    False when the merged view has no such file: absent everywhere, whited out
+    or under an opaque directory in the nearest layer that mentions it, or
+    reached through a symlinked directory.
+    """
+    found = find_in_lowers(lowers, target)
+    if found is None:
+        return False
+    lower, st = found
+    if stat.S_ISDIR(st.st_mode):
+        raise UnsafeEntryError(ap.member, "hardlink to a directory")
     thead, tbase = split(target)
-    for lower in lowers:
-        lfd = os.open(lower, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        cache = DirCache(lfd)
-        cache.member = ap.member
-        try:
+    lfd = os.open(lower, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    cache = DirCache(lfd)
+    cache.member = ap.member
+    try:
+        # no component is a symlink (find_in_lowers checked): this opens that very path
+        parent = cache.lookup(thead, create=False)
+        if parent is None:
+            return False  # the lower changed under us
+        _copy_entry(ap, parent[0], tbase, st, head, base)
+        return True
+    finally:
+        cache.close()
+        os.close(lfd)
+
+
+def copy_up(upper: Path, lowers: Sequence[Path], links: Iterable[tuple[str, str]]) -> None:
+    """Materialise hardlinks whose target is in a lower layer as copies in ``upper``
+    (overlayfs cannot link across layers; containerd copies too when it applies
+    onto an upperdir).  ``links`` are (link, target), root-relative and clean."""
+    from pyimg.archive import Limits, WhiteoutMode
+    from pyimg.archive.apply import Applier
+
+    root_fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    ap = Applier(root_fd, WhiteoutMode.OVERLAY, Limits(), lowers, None)
+    try:
+        for link, target in links:
+            ap.member = link
+            head, base = split(link)
+            if not copy_from_lowers(ap, lowers, head, base, target):
+                raise UnpackError(f"hardlink {link} -> {target}: target not found in this "
+                                  "layer or the layers below it")
+    finally:
+        ap.close()
+        os.close(root_fd)
+
+
+_OPAQUE = "trusted.overlay.opaque"
+
+
+def lookup(layer: Path, rel: str, *, leaf_link: bool = False
+           ) -> tuple[str, os.stat_result | None]:
+    """('found'|'absent'|'deleted'|'opaque'|'symlink', stat) of ``rel`` in one layer dir.
+
+    Lower layers hold what earlier (possibly hostile) layers wrote, so the walk
+    goes component by component with ``O_NOFOLLOW``: a symlink is reported,
+    never traversed (``leaf_link``: a symlink as the last component is
+    'found').  A whiteout (0/0 character device) ends the lookup, as does an
+    opaque directory (``trusted.overlay.opaque=y``): the layers below are hidden.
+    """
+    parts = [p for p in rel.split("/") if p and p != "."]
+    fd = os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for n, part in enumerate(parts):
             try:
-                found = cache.lookup(thead, create=False)
-            except UnsafeEntryError:
-                return False  # a non-directory in a lower hides everything below it
-            st = _lstat(found[0], tbase) if found is not None else None
-            if st is None or found is None:
-                continue
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return "absent", None
+            last = n == len(parts) - 1
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                return False  # whited out in that lower
-            if stat.S_ISDIR(st.st_mode):
-                raise UnsafeEntryError(ap.member, "hardlink to a directory")
-            _copy_entry(ap, found[0], tbase, st, head, base)
-            return True
-        finally:
-            cache.close()
-            os.close(lfd)
-    return False
+                return "deleted", None
+            if stat.S_ISLNK(st.st_mode) and not (last and leaf_link):
+                return "symlink", st
+            if last:
+                return "found", st
+            if not stat.S_ISDIR(st.st_mode):
+                return "absent", None
+            nfd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+            if _is_opaque(fd):
+                return "opaque", None
+        return "found", os.stat(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_opaque(fd: int) -> bool:
+    try:
+        return os.getxattr(f"/proc/self/fd/{fd}", _OPAQUE) == b"y"
+    except OSError:
+        return False
+
+
+def find_in_lowers(lowers: Sequence[Path], rel: str
+                   ) -> tuple[Path, os.stat_result] | None:
+    """(layer, stat) of ``rel`` as the overlay of ``lowers`` (top-first) shows it."""
+    for layer in lowers:
+        state, st = lookup(layer, rel, leaf_link=True)
+        if state == "found" and st is not None:
+            return layer, st
+        if state != "absent":
+            return None  # deleted, hidden, or behind a symlinked directory
+    return None
 
 
 def _copy_entry(ap: Applier, sfd: int, sname: str, st: os.stat_result,
