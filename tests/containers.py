@@ -91,3 +91,27 @@ def run_in_pty(p: Pyimg, args: list[str], send: bytes, timeout: float = 10.0
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def exec_output(cid: str, root: Path, args: list[str], uid: int = 0) -> tuple[int, list[str]]:
+    """``launcher.exec_in`` of ``args`` (as ``uid``) in container ``cid``: its exit code
+    and the words it printed.  This process is a subreaper meanwhile, to wait for it."""
+    from pyimg import linux
+    from pyimg.runtime import launcher
+
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY)
+    was = linux.is_child_subreaper()
+    linux.set_child_subreaper(True)
+    try:
+        process = {"args": args, "env": ["PATH=/bin"], "cwd": "/",
+                   "user": {"uid": uid, "gid": uid}, "noNewPrivileges": True}
+        pid = launcher.exec_in(cid, root, process, stdio=(null, w, w))
+        os.close(w)
+        with os.fdopen(r) as f:
+            out = f.read().split()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        linux.set_child_subreaper(was)
+        os.close(null)
+    return os.waitstatus_to_exitcode(status), out

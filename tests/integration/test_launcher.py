@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from pyimg import linux
 from pyimg.errors import AlreadyExists, LaunchError, StateTransitionError
 from pyimg.runtime import RunOptions, launcher, write_bundle
+from tests.containers import exec_output
 from tests.integration.test_bundle_runc import _image_config, _umoci_bundle
 from tests.need import need_root, need_tool
 
@@ -251,23 +251,9 @@ def test_setup_error_is_launch_error(env: Env) -> None:
 def test_exec_in_joins_the_container(env: Env) -> None:
     env.create(env.bundle("sleep", "100"), "target")
     launcher.start("target", env.root)
-    r, w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY)
-    was = linux.is_child_subreaper()
-    linux.set_child_subreaper(True)
-    try:
-        process = {"args": ["sh", "-c", "hostname; cat /proc/1/comm; ls /proc/self/fd"],
-                   "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0},
-                   "noNewPrivileges": True}
-        pid = launcher.exec_in("target", env.root, process, stdio=(null, w, w))
-        os.close(w)
-        with os.fdopen(r) as f:
-            out = f.read().split()
-        _, status = os.waitpid(pid, 0)
-    finally:
-        linux.set_child_subreaper(was)
-        os.close(null)
-    assert os.waitstatus_to_exitcode(status) == 0
+    code, out = exec_output("target", env.root,
+                            ["sh", "-c", "hostname; cat /proc/1/comm; ls /proc/self/fd"])
+    assert code == 0
     assert out == ["pyimg-box", "sleep", "0", "1", "2", "3"]
 
 

@@ -25,7 +25,7 @@ import pytest
 from pyimg import linux
 from pyimg.errors import InvalidArgument, LaunchError
 from pyimg.runtime import launcher, ops
-from tests.containers import cgroup_dirs, mounts_under
+from tests.containers import cgroup_dirs, exec_output, mounts_under
 from tests.integration.test_launcher import Env
 from tests.need import need_root, need_tool
 
@@ -147,23 +147,9 @@ def test_host_uid_and_exec(env: UsernsEnv) -> None:
     assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", str(HOST_ID), str(SIZE)]
 
     # exec joins the user namespace first and becomes the process user in it
-    r, w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY)
-    was = linux.is_child_subreaper()
-    linux.set_child_subreaper(True)
-    try:
-        process = {"args": ["sh", "-c", "id -u; cat /proc/self/uid_map; hostname"],
-                   "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 1000, "gid": 1000},
-                   "noNewPrivileges": True}
-        epid = launcher.exec_in("box", env.root, process, stdio=(null, w, w))
-        os.close(w)
-        with os.fdopen(r) as f:
-            out = f.read().split()
-        _, status = os.waitpid(epid, 0)
-    finally:
-        linux.set_child_subreaper(was)
-        os.close(null)
-    assert os.waitstatus_to_exitcode(status) == 0, out
+    code, out = exec_output("box", env.root,
+                            ["sh", "-c", "id -u; cat /proc/self/uid_map; hostname"], uid=1000)
+    assert code == 0, out
     assert out == ["1000", "0", str(HOST_ID), str(SIZE), "pyimg-box"]
     launcher.kill("box", env.root, signal.SIGKILL)
     env.wait_status("box", "stopped")
