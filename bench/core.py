@@ -205,3 +205,32 @@ def interleave(case: Case, runs: int, scratch: Path,
 
 def stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+MB = 1_000_000  # reports use decimal megabytes
+PYIMG = Path(sys.executable).with_name("pyimg")
+
+
+def rss_mb(result: CaseResult, side: str) -> float:
+    """Peak RSS over the runs of ``side`` ("a" or "b"), in MB."""
+    return max(m.maxrss_kib for m in result.side(side)) * 1024 / MB
+
+
+def rss_target(results: Sequence[CaseResult], limit_mb: float) -> tuple[str, bool]:
+    """The peak-RSS target line for pyimg (side "a") and whether it passes."""
+    fat = max(results, key=lambda r: rss_mb(r, "a"))
+    good = rss_mb(fat, "a") < limit_mb
+    return (f"pyimg peak RSS < {limit_mb:.0f} MB: {'PASS' if good else 'FAIL'} "
+            f"(max {rss_mb(fat, 'a'):.1f} MB on {fat.case})"), good
+
+
+def missing_tools(*tools: str) -> bool:
+    """True (after saying which) when a tool or the pyimg binary is not installed."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            stderr_log(f"bench: {tool} not installed (run 'make deps')")
+            return True
+    if not PYIMG.exists():
+        stderr_log(f"bench: {PYIMG} missing (run 'make venv')")
+        return True
+    return False

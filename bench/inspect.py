@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from .core import Case, CaseResult, interleave, measure, stderr_log
-from .pull import FIXTURE_CACHE, PYIMG, child_env, environment, precompile
+from .core import PYIMG, Case, CaseResult, interleave, measure, stderr_log
+from .pull import FIXTURE_CACHE, child_env, environment, precompile
 
 DEFAULT_IMAGES = ("busybox", "multiarch", "manylayer")
 MB = 1_000_000

@@ -25,11 +25,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .core import Case, CaseResult, interleave, stderr_log
+from .core import (
+    MB,
+    PYIMG,
+    Case,
+    CaseResult,
+    interleave,
+    missing_tools,
+    rss_mb,
+    rss_target,
+    stderr_log,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_CACHE = Path(os.environ.get("PYIMG_FIXTURE_CACHE", REPO_ROOT / ".cache" / "fixtures"))
-PYIMG = Path(sys.executable).with_name("pyimg")
 PYCACHE = REPO_ROOT / ".cache" / "pycache"
 
 DEFAULT_IMAGES = ("busybox", "multilayer", "manylayer", "medium", "large")
@@ -39,7 +48,6 @@ RUNS_OVERRIDE = {"large": 3}
 TARGET_MULTI_RATIO = 0.8
 TARGET_RATIO = 1.0
 TARGET_RSS_MB = 100.0
-MB = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -125,10 +133,6 @@ def _mb(kib_or_bytes: float, kib: bool = False) -> float:
     return kib_or_bytes * (1024 if kib else 1) / MB
 
 
-def rss_mb(result: CaseResult, side: str) -> float:
-    return _mb(max(m.maxrss_kib for m in result.side(side)), kib=True)
-
-
 HEADER = (f"{'image':<11} {'layers':>6} {'compr MB':>9} {'pyimg s':>8} {'skopeo s':>9} "
           f"{'ratio':>6} {'ratio-med':>9} {'pyimg RSS MB':>12} {'skopeo RSS MB':>13} {'pairs':>5}")
 
@@ -159,10 +163,8 @@ def targets(results: list[CaseResult]) -> tuple[str, bool]:
     parts.append(f"ratio <= {TARGET_RATIO} on every image: {'PASS' if good else 'FAIL'} "
                  f"(worst {worst.case} {worst.median_pair_ratio():.2f})")
     ok &= good
-    fat = max(results, key=lambda r: rss_mb(r, "a"))
-    good = rss_mb(fat, "a") < TARGET_RSS_MB
-    parts.append(f"pyimg peak RSS < {TARGET_RSS_MB:.0f} MB: {'PASS' if good else 'FAIL'} "
-                 f"(max {rss_mb(fat, 'a'):.1f} MB on {fat.case})")
+    line, good = rss_target(results, TARGET_RSS_MB)
+    parts.append(line)
     ok &= good
     return "Targets: " + "; ".join(parts), ok
 
@@ -193,12 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from fixtures.registry.server import Registry
 
     names = [n for n in (args.images or ",".join(DEFAULT_IMAGES)).split(",") if n]
-    for tool in ("docker-registry", "skopeo"):
-        if shutil.which(tool) is None:
-            stderr_log(f"bench: {tool} not installed (run 'make deps')")
-            return 2
-    if not PYIMG.exists():
-        stderr_log(f"bench: {PYIMG} missing (run 'make venv')")
+    if missing_tools("docker-registry", "skopeo"):
         return 2
 
     t0 = time.perf_counter()

@@ -52,8 +52,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core import BenchError, Case, CaseResult, Measurement, _run_side, interleave, stderr_log
-from .pull import FIXTURE_CACHE, MB, PYIMG, _version, child_env, environment, precompile
+from .core import (
+    MB,
+    PYIMG,
+    BenchError,
+    Case,
+    CaseResult,
+    Measurement,
+    _run_side,
+    interleave,
+    missing_tools,
+    stderr_log,
+)
+from .pull import FIXTURE_CACHE, _version, child_env, environment, precompile
 
 if TYPE_CHECKING:
     from .containerd import Containerd
@@ -325,17 +336,6 @@ def targets(results: list[CaseResult]) -> tuple[str, bool]:
 
 # -- entry point ---------------------------------------------------------------------
 
-def _missing(*tools: str) -> bool:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            stderr_log(f"bench: {tool} not installed (run 'make deps')")
-            return True
-    if not PYIMG.exists():
-        stderr_log(f"bench: {PYIMG} missing (run 'make venv')")
-        return True
-    return False
-
-
 def prepare_bundle(layout: Path, store: Path, bundle: Path, env: dict[str, str]) -> str:
     """Pull the layout into ``store`` (content only), unpack a bundle running /bin/true."""
     pyimg("--root", str(store), "pull", "--no-unpack", "--progress=none", "-q",
@@ -369,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .containerd import Containerd
 
-    if _missing("runc", "unshare", "docker-registry", "containerd", "ctr"):
+    if missing_tools("runc", "unshare", "docker-registry", "containerd", "ctr"):
         return 2
     runs = QUICK_RUNS if args.quick else (args.runs or DEFAULT_RUNS)
     t0 = time.perf_counter()

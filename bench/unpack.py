@@ -58,11 +58,20 @@ from typing import IO, TYPE_CHECKING, Any
 
 import zstandard
 
-from .core import BenchError, Case, CaseResult, interleave, stderr_log
-from .pull import (
-    FIXTURE_CACHE,
+from .core import (
     MB,
     PYIMG,
+    BenchError,
+    Case,
+    CaseResult,
+    interleave,
+    missing_tools,
+    rss_mb,
+    rss_target,
+    stderr_log,
+)
+from .pull import (
+    FIXTURE_CACHE,
     _version,
     child_env,
     environment,
@@ -399,10 +408,6 @@ def pullunpack_case(image: Image, expect: Tree, host: str, ctrd: Containerd,
 
 # -- reporting -----------------------------------------------------------------
 
-def rss_mb(r: CaseResult, side: str) -> float:
-    return max(m.maxrss_kib for m in r.side(side)) * 1024 / MB
-
-
 HEADER = (f"{'image':<11} {'case':<11} {'layers':>6} {'files':>6} {'MB':>6} {'pyimg s':>8} "
           f"{'{b} s':>8} {'ratio':>6} {'ratio-med':>9} {'pyimg RSS':>9} {'{b} RSS':>9} "
           f"{'pyimg cpu':>9} {'{b} cpu':>9} {'pairs':>5}")
@@ -432,10 +437,8 @@ def targets(results: list[CaseResult], label_b: str, judged: set[str] | None) ->
                      f"{'PASS' if good else 'FAIL'} (worst {worst.case} "
                      f"{worst.median_pair_ratio():.2f})")
         ok &= good
-    fat = max(results, key=lambda r: rss_mb(r, "a"))
-    good = rss_mb(fat, "a") < TARGET_RSS_MB
-    parts.append(f"pyimg peak RSS < {TARGET_RSS_MB:.0f} MB: {'PASS' if good else 'FAIL'} "
-                 f"(max {rss_mb(fat, 'a'):.1f} MB on {fat.case})")
+    line, good = rss_target(results, TARGET_RSS_MB)
+    parts.append(line)
     ok &= good
     return "Targets: " + "; ".join(parts), ok
 
@@ -487,17 +490,6 @@ def _runs(args: argparse.Namespace, name: str) -> int:
     return 1 if args.quick else (args.runs or RUNS_OVERRIDE.get(name, DEFAULT_RUNS))
 
 
-def _missing(*tools: str) -> bool:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            stderr_log(f"bench: {tool} not installed (run 'make deps')")
-            return True
-    if not PYIMG.exists():
-        stderr_log(f"bench: {PYIMG} missing (run 'make venv')")
-        return True
-    return False
-
-
 def _images(names: list[str]) -> dict[str, tuple[Image, Tree]]:
     from fixtures.registry import build_image
 
@@ -529,7 +521,7 @@ def _run_cases(cases: list[tuple[str, Case]], args: argparse.Namespace, scratch:
 
 
 def run_unpack(args: argparse.Namespace) -> int:
-    if _missing("umoci"):
+    if missing_tools("umoci"):
         return 2
     names = _names(args)
     images = _images(names)
@@ -586,7 +578,7 @@ def _unpack_probe(image: Image, store: Path, pristine: Path, config: Path, ref: 
 
 
 def run_floor(args: argparse.Namespace) -> int:
-    if _missing("bash", "tar", "zcat"):
+    if missing_tools("bash", "tar", "zcat"):
         return 2
     names = _names(args)
     images = _images(names)
@@ -623,7 +615,7 @@ def run_pullunpack(args: argparse.Namespace) -> int:
 
     from .containerd import Containerd
 
-    if _missing("docker-registry", "skopeo", "containerd", "ctr"):
+    if missing_tools("docker-registry", "skopeo", "containerd", "ctr"):
         return 2
     names = _names(args)
     images = _images(names)
