@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pyimg.errors import DigestMismatch, InvalidArgument, SizeMismatch
 from pyimg.record import Record
 
@@ -12,6 +14,42 @@ if TYPE_CHECKING:
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
 _HEX = frozenset("0123456789abcdef")
+#: Up to this size SHA-256 is Python's own (``_sha256``, ~250-350 MB/s here) while
+#: OpenSSL is not loaded: OpenSSL's is ~5x faster, but loading it costs ~2 ms, the
+#: time ``_sha256`` takes for about 0.6 MB.
+SMALL = 512 << 10
+
+
+def hasher(algorithm: str, size: int | None = None) -> Any:
+    """A hash object for ``algorithm``, for about ``size`` bytes (None: unknown).
+
+    OpenSSL's (fastest for layers), except for small SHA-256 content while OpenSSL
+    is not loaded yet: importing hashlib loads it (~2.5 ms here, on every `pyimg run`
+    and small pull), which only pays off for large blobs.
+    """
+    if (algorithm == "sha256" and size is not None and size <= SMALL
+            and "_hashlib" not in sys.modules):
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found]
+        except ImportError:  # Python 3.12+: _sha2
+            pass
+        else:
+            return sha256()
+    try:
+        import _hashlib  # hashlib's OpenSSL half, without the module around it
+
+        return _hashlib.new(algorithm)
+    except (ImportError, ValueError):
+        import hashlib
+
+        return hashlib.new(algorithm)
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of a few bytes (an ingest's ref), as hex, without loading OpenSSL."""
+    h = hasher("sha256", len(data))
+    h.update(data)
+    return str(h.hexdigest())
 
 
 class Digest(Record):
@@ -61,15 +99,13 @@ class Digest(Record):
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
-        import hashlib
+        h = hasher(algorithm, len(data))
+        h.update(data)
+        return cls(algorithm, h.hexdigest())
 
-        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
-
-    def hasher(self) -> Any:
-        """A hash object for this algorithm (OpenSSL's: fastest for layers)."""
-        import hashlib
-
-        return hashlib.new(self.algorithm)
+    def hasher(self, size: int | None = None) -> Any:
+        """A hash object for this algorithm, for about ``size`` bytes (see :func:`hasher`)."""
+        return hasher(self.algorithm, size)
 
     @property
     def short(self) -> str:
@@ -91,7 +127,7 @@ class Verifier:
         self.expected = expected
         self.size = size
         self.count = offset
-        self._hash = expected.hasher() if hasher is None else hasher
+        self._hash = expected.hasher(size) if hasher is None else hasher
 
     def update(self, chunk: bytes | memoryview) -> None:
         self.count += len(chunk)
@@ -116,21 +152,8 @@ class Verifier:
 
 
 def verify_bytes(data: bytes, expected: Digest, size: int | None = None) -> None:
-    """Check a small document held in memory (a manifest, a config).
-
-    SHA-256 comes from Python's own ``_sha256`` when it has one: importing
-    hashlib loads OpenSSL (~2.5 ms here, on every `pyimg run`), which only
-    pays off for layers.
-    """
-    hasher = None
-    if expected.algorithm == "sha256":
-        try:
-            from _sha256 import sha256  # type: ignore[import-not-found]
-        except ImportError:  # Python 3.12+: _sha2
-            pass
-        else:
-            hasher = sha256()
-    v = Verifier(expected, size, hasher=hasher)
+    """Check a small document held in memory (a manifest, a config)."""
+    v = Verifier(expected, size, hasher=hasher(expected.algorithm, len(data)))
     v.update(data)
     v.verify()
 

@@ -1,11 +1,11 @@
 """The `pyimg` console entry point.
 
-Everything goes to the click application (:mod:`pyimg.cli`), except the
-runc-style `pyimg runtime ...` calls that container tooling makes many times
-a second: those go to :mod:`pyimg.runtime.cmdline`, which runs them without
-importing click (~25 ms on this project's machines, where `runc run` of
-/bin/true takes ~30 ms in all).  Help and anything unusual still go through
-click, which stays the reference CLI.
+Everything goes to the click application (:mod:`pyimg.cli`), except the calls
+that tooling makes in tight loops, which run without importing click (~25 ms on
+this project's machines, where `runc run` of /bin/true takes ~30 ms in all):
+the runc-style `pyimg runtime ...` (:mod:`pyimg.runtime.cmdline`), `pyimg run`
+(:mod:`pyimg.cli.fastrun`) and `pyimg pull` (:mod:`pyimg.cli.fastpull`).  Help
+and anything unusual still go through click, which stays the reference CLI.
 """
 
 from __future__ import annotations
@@ -29,20 +29,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     fast = _split_runtime(args)
     if fast is not None:
         finish(_run_fast(*fast))
-    _run_container(args)
+    _fast_command(args)
     from pyimg.cli import main as cli_main
 
     cli_main(args)
 
 
-def _run_container(args: list[str]) -> None:
-    """`pyimg [--root R] [--config C] [--state S] [--debug] run ...` without click
-    (:mod:`pyimg.cli.fastrun`): exits once the container has run.  Returns for any
-    other command, and for a run that click must read (help, a mistake)."""
+def _fast_command(args: list[str]) -> None:
+    """`pyimg [--root R] [--config C] [--state S] [--debug] run|pull ...` without
+    click (:mod:`pyimg.cli.fastrun`, :mod:`pyimg.cli.fastpull`): exits once the
+    command has run.  Returns for any other command, and for a run or pull that
+    click must read (help, a mistake)."""
     if "run" in args:
         from pyimg.cli import fastrun
 
         fastrun.main(args)
+    if "pull" in args:
+        from pyimg.cli import fastpull
+
+        fastpull.main(args)
 
 
 def finish(code: int) -> NoReturn:

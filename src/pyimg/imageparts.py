@@ -22,15 +22,12 @@ if TYPE_CHECKING:
 
 def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
     """ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
-    import hashlib
-
     out: list[Digest] = []
     for diff_id in diff_ids:
         if not out:
             out.append(diff_id)
         else:
-            text = f"{out[-1]} {diff_id}".encode()
-            out.append(Digest("sha256", hashlib.sha256(text).hexdigest()))
+            out.append(Digest.of(f"{out[-1]} {diff_id}".encode()))
     return out
 
 

@@ -10,20 +10,19 @@ Blobs on disk are authoritative; the database holds names and references.
 from __future__ import annotations
 
 import _sqlite3 as sqlite3  # the sqlite3 package's C module, without its datetime import
-import json
 import os
 import time
 from _thread import allocate_lock, get_ident  # threading's Lock, without threading
-from contextlib import contextmanager
 
+from pyimg import jsonc
 from pyimg.digest import Digest
 from pyimg.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from pyimg.oci import Descriptor
 from pyimg.record import Record
 
-TYPE_CHECKING = False  # import-light: `pyimg run` opens the store
+TYPE_CHECKING = False  # import-light: `pyimg run` and `pyimg pull` open the store
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from pyimg.fsutil import StrPath
@@ -154,27 +153,10 @@ class MetaStore:
                 tx.executescript_safe(_MIGRATIONS[i])
             tx.execute(f"PRAGMA user_version = {len(_MIGRATIONS)}")
 
-    @contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Tx]:
-        # One connection holds one transaction at a time: threads (parallel
-        # fetch and unpack workers) take turns.  Opening a second one on the
-        # same thread is a bug (pass the tx instead); refusing it up front
-        # keeps sqlite's error from rolling back the outer transaction.
-        me = get_ident()
-        if self._owner == me:
-            raise FailedPrecondition("metadata transaction: this thread is already in one")
-        with self._lock:
-            self._owner = me
-            try:
-                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    yield Tx(self._db)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            finally:
-                self._owner = None
+    def transaction(self, write: bool = False) -> _Transaction:
+        """``with meta.transaction(write=...) as tx:`` commits at the end of the block,
+        rolls back when it raises."""
+        return _Transaction(self, write)
 
     def close(self) -> None:
         self._db.close()
@@ -186,6 +168,45 @@ class MetaStore:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class _Transaction:
+    """One transaction (a class, not ``contextlib.contextmanager``: contextlib costs
+    ~2 ms to import here, on every `pyimg run` and `pyimg pull`)."""
+
+    __slots__ = ("_meta", "_write")
+
+    def __init__(self, meta: MetaStore, write: bool) -> None:
+        self._meta = meta
+        self._write = write
+
+    def __enter__(self) -> Tx:
+        # One connection holds one transaction at a time: threads (parallel
+        # fetch and unpack workers) take turns.  Opening a second one on the
+        # same thread is a bug (pass the tx instead); refusing it up front
+        # keeps sqlite's error from rolling back the outer transaction.
+        meta = self._meta
+        me = get_ident()
+        if meta._owner == me:
+            raise FailedPrecondition("metadata transaction: this thread is already in one")
+        meta._lock.acquire()
+        try:
+            meta._owner = me
+            meta._db.execute("BEGIN IMMEDIATE" if self._write else "BEGIN")
+        except BaseException:
+            meta._owner = None
+            meta._lock.release()
+            raise
+        return Tx(meta._db)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        meta = self._meta
+        try:
+            meta._db.execute("COMMIT" if et is None else "ROLLBACK")
+        finally:
+            meta._owner = None
+            meta._lock.release()
 
 
 def _retry_locked(fn: Callable[[], None], deadline: float = 60.0) -> None:
@@ -318,7 +339,7 @@ class Tx:
         cur = self.execute(
             "INSERT INTO snapshots(snapshotter, key, kind, parent, created_at, updated_at,"
             " labels) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (snapshotter, key, kind, parent, now, now, json.dumps(dict(labels or {}))),
+            (snapshotter, key, kind, parent, now, now, jsonc.dumps(dict(labels or {}))),
         )
         assert cur.lastrowid is not None
         return SnapshotRecord(cur.lastrowid, snapshotter, key, kind, parent, now, now,
@@ -360,7 +381,7 @@ class Tx:
         self.execute(
             "UPDATE snapshots SET key = ?, kind = ?, parent = ?, updated_at = ?, labels = ?"
             " WHERE id = ?",
-            (updated.key, updated.kind, updated.parent, now, json.dumps(dict(updated.labels)),
+            (updated.key, updated.kind, updated.parent, now, jsonc.dumps(dict(updated.labels)),
              rec.id),
         )
         return updated
@@ -401,7 +422,7 @@ _SNAPSHOT_COLUMNS = "id, snapshotter, key, kind, parent, created_at, updated_at,
 def _snapshot(row: tuple[int, str, str, str, str | None, float, float, str]) -> SnapshotRecord:
     id_, snapshotter, key, kind, parent, created, updated, labels = row
     return SnapshotRecord(id_, snapshotter, key, kind, parent, created, updated,
-                          json.loads(labels))
+                          jsonc.loads(labels))
 
 
 def _image(row: tuple[str, str, str, int, float, float]) -> ImageRecord:

@@ -7,9 +7,9 @@ letting a ``KeyError`` or ``TypeError`` escape.
 
 from __future__ import annotations
 
-import json
 import os
 
+from pyimg import jsonc
 from pyimg.digest import Digest
 from pyimg.errors import FailedPrecondition, InvalidArgument
 from pyimg.record import Record
@@ -215,7 +215,7 @@ class ImageConfig(Record):
 
 def _load(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(data)
+        obj = jsonc.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"malformed {what}: not valid JSON ({exc})") from exc
     if not isinstance(obj, dict):

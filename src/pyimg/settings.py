@@ -32,7 +32,8 @@ def _path(text: str | None) -> Path | None:
 class Settings:
     """Store root, configuration directory, docker ``config.json``, retries, state
     directory.  Immutable; ``root``, ``config_dir``, ``docker_config`` and ``state``
-    are :class:`~pathlib.Path` objects (``root_dir`` and ``state_dir`` the strings)."""
+    are :class:`~pathlib.Path` objects (``root_dir``, ``config_location``,
+    ``docker_config_location`` and ``state_dir`` the strings)."""
 
     __slots__ = ("_config_dir", "_docker_config", "_retry", "_retry_args", "_root", "_state")
     _root: str
@@ -111,6 +112,16 @@ class Settings:
     def state_dir(self) -> str:
         """The runtime state directory, as a string."""
         return self._state
+
+    @property
+    def config_location(self) -> str | None:
+        """The configuration directory (``certs.d/``), as a string."""
+        return self._config_dir
+
+    @property
+    def docker_config_location(self) -> str | None:
+        """Docker's ``config.json``, as a string."""
+        return self._docker_config
 
     def _values(self) -> tuple[object, ...]:
         return (self._root, self._config_dir, self._docker_config, self.retry, self._state)

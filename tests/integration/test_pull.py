@@ -260,3 +260,39 @@ def test_kill_9_then_pull_resumes(pyimg: Pyimg, registry: Registry, fraction: fl
     blobs = pyimg.blobs()
     assert len(blobs) == 4
     assert not list((pyimg.root / "content/ingest").glob("*/data"))
+
+
+def _imported(pyimg: Pyimg, *args: str) -> set[str]:
+    """The modules ``pyimg ARGS`` imports (it must succeed)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "import sys; from pyimg.entry import main; main(sys.argv[1:])",
+                           *args], env=pyimg.env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return {ln.rsplit("|", 1)[1].strip() for ln in proc.stderr.splitlines()
+            if ln.startswith("import time:") and "|" in ln}
+
+
+def test_pull_needs_neither_click_nor_the_heavy_modules(pyimg: Pyimg, registry: Registry
+                                                        ) -> None:
+    """`pyimg pull` is parsed without click (pyimg.cli.fastpull), and a pull into the
+    store imports only what it needs (the import budget in docs/design.md): several
+    layers (threads), progress lines, an image already there."""
+    ref = f"{registry.host}/pyimg/multilayer"
+    heavy = {"click", "pyimg.cli.app", "typing", "dataclasses", "pathlib", "socket",
+             "threading", "hashlib", "json", "re", "enum", "contextlib", "urllib.parse",
+             "uuid", "datetime", "ssl", "tomllib", "random", "base64", "secrets",
+             "subprocess", "logging", "tqdm", "encodings.idna", "concurrent.futures"}
+    for _ in range(2):  # fetched, then found in the store
+        imported = _imported(pyimg, "pull", "--no-unpack", "--progress=plain", ref)
+        assert {"pyimg.pull", "pyimg.remote.registry"} <= imported
+        assert not heavy & imported, heavy & imported
+
+
+def test_pull_and_unpack_imports_no_click(pyimg: Pyimg, registry: Registry) -> None:
+    imported = _imported(pyimg, "pull", "-q", f"{registry.host}/pyimg/multilayer")
+    assert "pyimg.unpack" in imported
+    assert not {"click", "pyimg.cli.app", "dataclasses", "secrets", "tqdm"} & imported

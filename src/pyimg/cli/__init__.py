@@ -2,8 +2,10 @@
 
 The click application is :mod:`pyimg.cli.app`.  This package itself imports
 nothing (click costs ~20 ms to import here), so that what does without click
-lives in it too: the fast path of `pyimg run` (:mod:`pyimg.cli.fastrun`),
-what both `run`s share (:mod:`pyimg.cli.runcmd`) and the attach client.
+lives in it too: the fast paths of `pyimg run` and `pyimg pull`
+(:mod:`pyimg.cli.fastrun`, :mod:`pyimg.cli.fastpull`, over the click-compatible
+reader :mod:`pyimg.cli.fastparse`), what both front ends of each share
+(:mod:`pyimg.cli.runcmd`, :mod:`pyimg.cli.pullcmd`) and the attach client.
 
 Errors become one stderr line and the error's exit code; a traceback is
 shown only with ``--debug``.
@@ -50,6 +52,18 @@ def exit_on_error(exc: BaseException, debug: bool) -> NoReturn:
         raise exc
     fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a"
          " traceback and report it)", INTERNAL_ERROR)
+
+
+def echo(message: str, *, err: bool = False) -> None:
+    """A line as ``click.echo`` writes it: flushed, and without ANSI escapes when
+    the stream is not a terminal."""
+    out = sys.stderr if err else sys.stdout
+    if "\033" in message and not out.isatty():
+        import re
+
+        message = re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", message)
+    out.write(message + "\n")
+    out.flush()
 
 
 def fail(message: str, code: int) -> NoReturn:

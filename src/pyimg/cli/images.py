@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -28,51 +29,12 @@ from pyimg.cli.render import human_size, table
 @click.option("--snapshotter", type=click.Choice(["overlay", "native"]),
               help="Snapshotter for unpacking (default: overlay when supported).")
 @click.pass_obj
-def pull(obj, images, list_file, platform, all_platforms, jobs, quiet, progress,  # type: ignore[no-untyped-def]
-         unpack, snapshotter):
+def pull(obj: Any, /, **params: Any) -> None:
     """Pull images from a registry, an OCI layout (oci:PATH[:TAG]) or a
     docker-archive tar (docker-archive:PATH[:REF]) into the store."""
-    from pyimg import api
-    from pyimg.cli.progress import make_progress
-    from pyimg.errors import InvalidArgument, PyimgError
-    from pyimg.oci import Platform
-    from pyimg.pull import PullOptions
+    from pyimg.cli import pullcmd
 
-    names = list(images) + (_read_list(list_file) if list_file else [])
-    if not names:
-        raise InvalidArgument("pull: name at least one image, or a list with -f")
-    options = PullOptions(platform=Platform.parse(platform) if platform else None,
-                          all_platforms=all_platforms, jobs=jobs)
-    settings = obj.settings()
-    failures: list[PyimgError] = []
-    with api.Store(settings.root) as store:
-        for name in names:
-            renderer = make_progress(progress, quiet)
-            try:
-                result = api.pull(store, name, settings, options, renderer, unpack=unpack,
-                                  snapshotter_name=snapshotter)
-            except PyimgError as exc:
-                if len(names) == 1:
-                    raise
-                failures.append(exc)
-                click.echo(f"pyimg: error: {exc}", err=True)
-                continue
-            finally:
-                renderer.close()
-            if progress != "json":
-                click.echo(result.target.digest if quiet else
-                           f"{result.name or name}: {result.target.digest}")
-    if failures:
-        raise PyimgError(f"pull: {len(failures)} of {len(names)} images failed (see above)")
-
-
-def _read_list(f) -> list[str]:  # type: ignore[no-untyped-def]
-    out = []
-    for line in f:
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(line)
-    return out
+    pullcmd.pull(obj.settings(), **params)
 
 
 @click.command()

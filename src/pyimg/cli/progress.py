@@ -1,14 +1,20 @@
-"""Renderers for pull progress events: tqdm bars, plain lines, JSON lines."""
+"""Renderers for pull progress events: tqdm bars, plain lines, JSON lines.
+
+Import-light (a small pull is import-budgeted, see docs/design.md): tqdm is
+imported for bars only (a terminal), json for JSON lines only.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
-import threading
 import time
-from typing import IO, Any
+from _thread import allocate_lock  # threading's Lock, without threading
 
-from pyimg.pull import ProgressEvent
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+    from pyimg.pull import ProgressEvent
 
 
 def _short(ev: ProgressEvent) -> str:
@@ -19,10 +25,13 @@ class JsonProgress:
     """One JSON object per line, for CI and fleets (throttled per blob)."""
 
     def __init__(self, out: IO[str], interval: float = 0.5) -> None:
+        import json
+
+        self._dumps = json.dumps
         self.out = out
         self.interval = interval
         self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def __call__(self, ev: ProgressEvent) -> None:
         key = _short(ev)
@@ -39,7 +48,7 @@ class JsonProgress:
                 obj.update(current=ev.done, total=ev.total)
             if ev.name:
                 obj["name"] = ev.name
-            self.out.write(json.dumps(obj) + "\n")
+            self.out.write(self._dumps(obj) + "\n")
             self.out.flush()
 
     def close(self) -> None:
@@ -51,7 +60,7 @@ class PlainProgress:
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def __call__(self, ev: ProgressEvent) -> None:
         text = {
@@ -82,7 +91,7 @@ class BarProgress:
         self._bars: dict[str, Any] = {}
         self._total = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024,
                            desc="total", file=out, position=0, leave=True, dynamic_ncols=True)
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def __call__(self, ev: ProgressEvent) -> None:
         if ev.desc is None or ev.kind in ("resolved", "stored"):

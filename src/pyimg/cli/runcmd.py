@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,6 +52,7 @@ def run(settings: Settings, *, detach: bool, rm: bool, interactive: bool, tty: b
 
     ``warm``: the :mod:`~pyimg.runtime.attachwarm` child the caller started, reaped
     before exiting."""
+    from pyimg.cli import echo
     from pyimg.containers import Containers, prefork_shim
 
     # the shim first: it imports its own modules while we import and prepare the container
@@ -115,7 +115,7 @@ def run(settings: Settings, *, detach: bool, rm: bool, interactive: bool, tty: b
             fork.cancel()  # (unless it has the container) it exits
     attachwarm.reap(warm)  # long done: its write waits for one grace period at most
     if detach:
-        _echo(c.id)
+        echo(c.id)
         finish(0)  # the shim has the container (and removes it with --rm)
     finish(code)  # all done: the store is closed, the container gone or detached
 
@@ -168,7 +168,9 @@ def attach_and_run(cs: Containers, c: Container, interactive: bool, tty: bool, *
     code = stream(conn, cs, c, interactive=interactive, tty=tty, on_exit=take_back_rm)
     status = cs.exit_status(c) or {}
     if status.get("error"):
-        _echo(f"pyimg: error: {status['error']}", err=True)
+        from pyimg.cli import echo
+
+        echo(f"pyimg: error: {status['error']}", err=True)
         return EXIT_PYIMG, shim_removes
     return code, shim_removes
 
@@ -182,15 +184,3 @@ def _import_what_follows(rm: bool) -> None:
         import pyimg.runtime.cgroup_hooks
         import pyimg.runtime.cgroups
         import pyimg.runtime.launcher  # noqa: F401
-
-
-def _echo(message: str, *, err: bool = False) -> None:
-    """A line as ``click.echo`` writes it: flushed, and without ANSI escapes when
-    the stream is not a terminal."""
-    out = sys.stderr if err else sys.stdout
-    if "\033" in message and not out.isatty():
-        import re
-
-        message = re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", message)
-    out.write(message + "\n")
-    out.flush()

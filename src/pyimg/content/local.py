@@ -14,20 +14,19 @@ on the lock, then finds the blob committed and skips it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
-import json
 import os
 import stat
 
-from pyimg.digest import Digest, Verifier, verify_bytes
+from pyimg import jsonc
+from pyimg.digest import Digest, Verifier, sha256_hex, verify_bytes
 from pyimg.errors import AlreadyExists, FailedPrecondition, IntegrityError, NotFound
-from pyimg.fsutil import fsync_dir
+from pyimg.fsutil import fsync_dir, unlink_quietly
 from pyimg.record import Record
 
-# Import-light: `pyimg run` reads documents from here, so paths are strings on
-# that path and pathlib is imported by what writes or lists (pulls, gc, save).
+# Import-light: `pyimg run` and `pyimg pull` read and write blobs here, so paths are
+# strings on those paths and pathlib is imported by what lists (gc, save).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -62,6 +61,10 @@ class LocalStore:
         from pathlib import Path
 
         return Path(self._blob(digest))
+
+    def blob_location(self, digest: Digest) -> str:
+        """The blob's path, as a string."""
+        return self._blob(digest)
 
     def _blob(self, digest: Digest) -> str:
         return os.path.join(self._blobs, digest.algorithm, digest.hex)
@@ -101,7 +104,7 @@ class LocalStore:
 
     def delete(self, digest: Digest) -> None:
         try:
-            os.unlink(self.blob_path(digest))
+            os.unlink(self._blob(digest))
         except FileNotFoundError:
             raise NotFound(f"content {digest}: not in the store") from None
 
@@ -112,12 +115,9 @@ class LocalStore:
         Blocks while another process writes the same ref, calling ``on_wait``
         first so that a progress display can say why nothing moves.
         """
-        import hashlib
-        from pathlib import Path
-
         if self.exists(expected.digest):
             raise AlreadyExists(f"content {expected.digest}: already in the store")
-        ingest = Path(self._ingest) / hashlib.sha256(ref.encode()).hexdigest()
+        ingest = os.path.join(self._ingest, sha256_hex(ref.encode()))
         lock_fd = _lock(ingest, on_wait)
         try:
             if self.exists(expected.digest):
@@ -139,23 +139,24 @@ class LocalStore:
         if os.path.isdir(self._ingest):
             yield from sorted(Path(self._ingest).iterdir())
 
-    def write_blob(self, desc: Descriptor, data: bytes) -> None:
-        """Store a small blob held in memory; idempotent."""
+    def write_blob(self, desc: Descriptor, data: bytes, *, sync_dir: bool = True) -> None:
+        """Store a small blob held in memory; idempotent.  ``sync_dir=False``: see
+        :meth:`Writer.commit`."""
         try:
             with self.writer(str(desc.digest), desc) as w:
                 if w.offset:
                     w.truncate(0)
                 w.write(data)
-                w.commit()
+                w.commit(sync_dir=sync_dir)
         except AlreadyExists:
             pass
 
 
-def _lock(ingest: Path, on_wait: Callable[[], None] | None) -> int:
+def _lock(ingest: str, on_wait: Callable[[], None] | None) -> int:
     """flock ``ingest/lock``, retrying if the dir was committed and removed meanwhile."""
     while True:
-        ingest.mkdir(parents=True, exist_ok=True)
-        path = ingest / "lock"
+        os.makedirs(ingest, exist_ok=True)
+        path = os.path.join(ingest, "lock")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
@@ -179,23 +180,27 @@ class Writer:
     """One ingest in progress.  ``offset`` is where the next write lands."""
 
     def __init__(
-        self, store: LocalStore, ingest: Path, lock_fd: int, ref: str, expected: Descriptor
+        self, store: LocalStore, ingest: StrPath, lock_fd: int, ref: str, expected: Descriptor
     ) -> None:
         self._store = store
-        self._dir = ingest
+        self._dir = ingest = os.fspath(ingest)
         self._lock_fd = lock_fd
         self.expected = expected
         self._closed = False
         self._verifier = Verifier(expected.digest, expected.size)
-        meta = json.dumps({"ref": ref, "digest": str(expected.digest), "size": expected.size})
-        data_path = ingest / "data"
-        if _read_text(ingest / "meta") != meta:
+        meta = jsonc.dumps({"ref": ref, "digest": str(expected.digest), "size": expected.size})
+        data_path = os.path.join(ingest, "data")
+        meta_path = os.path.join(ingest, "meta")
+        if _read_text(meta_path) != meta:
             # Another blob's leftovers (or none): start clean.
-            with contextlib.suppress(FileNotFoundError):
-                data_path.unlink()
+            try:  # noqa: SIM105 - contextlib costs ~2 ms to import here
+                os.unlink(data_path)
+            except FileNotFoundError:
+                pass
             # No fsync: a torn meta only fails to match next time, and the
             # ingest then restarts from zero.
-            (ingest / "meta").write_text(meta)
+            with open(meta_path, "w") as f:
+                f.write(meta)
         self._file = open(data_path, "ab+", buffering=0)  # noqa: SIM115 - closed in close()
         self.offset = self._rehash()
 
@@ -242,20 +247,22 @@ class Writer:
             except IntegrityError:
                 self.truncate(0)  # the bytes are wrong: resuming would only fail again
                 raise
-            target = self._store.blob_path(self.expected.digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = self._store._blob(self.expected.digest)
+            parent = os.path.dirname(target)
+            os.makedirs(parent, exist_ok=True)
             os.chmod(self._file.fileno(), stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            os.rename(self._dir / "data", target)
+            os.rename(os.path.join(self._dir, "data"), target)
             if sync_dir:
-                fsync_dir(target.parent)
+                fsync_dir(parent)
         finally:
             self.close()
         # The blob is in place; failing to tidy the ingest must not fail the commit.
         for name in ("meta", "lock"):
-            with contextlib.suppress(OSError):
-                os.unlink(self._dir / name)
-        with contextlib.suppress(OSError):
+            unlink_quietly(os.path.join(self._dir, name))
+        try:  # noqa: SIM105 - contextlib costs ~2 ms to import here
             os.rmdir(self._dir)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self._closed:
@@ -275,9 +282,10 @@ class Writer:
         self.close()
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: str) -> str | None:
     try:
-        return path.read_text()
+        with open(path) as f:
+            return f.read()
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.EISDIR):
             return None

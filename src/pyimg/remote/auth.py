@@ -20,20 +20,33 @@ password.
 
 from __future__ import annotations
 
-import base64
-import json
-import re
-import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
-from urllib.parse import SplitResult, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from _thread import allocate_lock
 
 from pyimg.errors import AuthenticationError, RegistryUnreachable
 from pyimg.remote import http
-from pyimg.remote.challenge import Challenge as Challenge
-from pyimg.remote.challenge import parse_challenges as parse_challenges
-from pyimg.remote.credentials import Credential
+
+# Import-light (a small pull is import-budgeted, see docs/design.md): an anonymous
+# registry never challenges, so urllib, re, base64, json and the challenge parser are
+# imported by the code that answers one.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+    from urllib.parse import SplitResult
+
+    from pyimg.remote.challenge import Challenge as Challenge
+    from pyimg.remote.challenge import parse_challenges as parse_challenges
+    from pyimg.remote.credentials import Credential
+
+
+def __getattr__(name: str) -> object:
+    if name in ("Challenge", "parse_challenges"):
+        from pyimg.remote import challenge
+
+        return getattr(challenge, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Default token lifetime when the token server does not say (distribution spec).
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -42,13 +55,15 @@ _MAX_TOKEN_RESPONSE = 1 << 20
 #: Redirects followed on the token endpoint (never on registry requests: the caller decides those).
 _MAX_TOKEN_REDIRECTS = 3
 _CLIENT_ID = "pyimg"
-_REPOSITORY_PATH = re.compile(r"/v2/(?P<name>.+)/(?:manifests|blobs|tags|referrers)/")
+_REPOSITORY_PATH = r"/v2/(?P<name>.+)/(?:manifests|blobs|tags|referrers)/"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _READ_METHODS = frozenset({"GET", "HEAD"})
 _FORM = "application/x-www-form-urlencoded"
 
 
 def _challenges_of(response: http.Response) -> list[Challenge]:
+    from pyimg.remote.challenge import parse_challenges
+
     found: list[Challenge] = []
     for value in response.headers.get_all("www-authenticate"):
         found.extend(parse_challenges(value))
@@ -65,11 +80,14 @@ def scope_for(repository: str, actions: str = "pull") -> str:
 
 def repository_of(url: str) -> str | None:
     """The repository a registry API URL addresses, if any."""
+    import re
+    from urllib.parse import unquote, urlsplit
+
     try:
         path = unquote(urlsplit(url).path)
     except ValueError:
         return None
-    match = _REPOSITORY_PATH.search(path)
+    match = re.search(_REPOSITORY_PATH, path)
     return match.group("name") if match else None
 
 
@@ -89,6 +107,8 @@ _Origin = tuple[str, str, int]
 
 def _split(url: str) -> SplitResult | None:
     """``url`` split, or None unless it is an http(s) URL with a host and a valid port."""
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
         _ = parts.port  # ValueError for a port out of range or not a number
@@ -130,11 +150,15 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
 
 def _with_query(url: SplitResult, params: list[tuple[str, str]]) -> str:
     """``url`` with ``params`` appended to any query it already has."""
+    from urllib.parse import urlencode, urlunsplit
+
     query = "&".join(q for q in (url.query, urlencode(params)) if q)
     return urlunsplit((url.scheme, url.netloc, url.path, query, ""))
 
 
 def _basic_header(username: str, secret: str) -> str:
+    import base64
+
     raw = base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
     return f"Basic {raw}"
 
@@ -187,7 +211,7 @@ class RegistryAuth:
         self._allowed = {_split_hostport(h) for h in (host, *endpoint_hosts)}
         self._token_client = token_client
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._tokens: dict[tuple[_Origin, str], _Token] = {}
         self._bearer: dict[_Origin, Challenge] = {}
         self._basic: set[_Origin] = set()
@@ -219,6 +243,8 @@ class RegistryAuth:
         401 round trip per repository).  May raise like :meth:`answer` when it
         fetches a token.
         """
+        if not (self._basic or self._tokens or self._bearer):
+            return None  # nothing known about any origin yet (no challenge so far)
         parts = self._ours(url)
         if parts is None:
             return None
@@ -232,6 +258,8 @@ class RegistryAuth:
         """
         parts = self._ours(url)
         if parts is None:
+            from urllib.parse import urlsplit
+
             host = urlsplit(url).hostname or url
             raise AuthenticationError(
                 f"{host} is not a host of registry {self.host}; not sending it credentials",
@@ -390,6 +418,8 @@ class RegistryAuth:
         }
         if service:
             form["service"] = service
+        from urllib.parse import urlencode
+
         body = urlencode(form).encode("ascii")
         return self._token_exchange("POST", realm.geturl(), {"Content-Type": _FORM}, body)
 
@@ -410,6 +440,8 @@ class RegistryAuth:
                 status, location = response.status, response.headers["location"]
             finally:
                 response.close()
+            from urllib.parse import urljoin
+
             target = urljoin(url, location)
             current, following = _split(url), _split(target)
             if following is None:
@@ -451,6 +483,8 @@ class RegistryAuth:
                     break
             else:
                 return bytes(out)
+        from urllib.parse import urlsplit
+
         host = urlsplit(response.url).hostname
         raise AuthenticationError(
             f"token server {host} for registry {self.host} answered with more than"
@@ -478,8 +512,10 @@ class RegistryAuth:
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
+    from pyimg import jsonc
+
     try:
-        document = json.loads(body)
+        document = jsonc.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
     return document if isinstance(document, dict) else None

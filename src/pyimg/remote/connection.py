@@ -8,29 +8,35 @@ redirects by hand: a hop to another host is sent without ``Authorization``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
-
 from pyimg import _debug
 from pyimg.errors import RegistryError
 from pyimg.remote import http
 from pyimg.remote.auth import RegistryAuth
-from pyimg.remote.credentials import Credential
-from pyimg.remote.hosts import Endpoint, build_ssl_context
+from pyimg.remote.urls import split as urlsplit
+
+TYPE_CHECKING = False  # import-light: see pyimg.remote.http
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pyimg.remote.credentials import Credential
+    from pyimg.remote.hosts import Endpoint
 
 USER_AGENT = "pyimg/0.1"
 _MAX_REDIRECTS = 5
 # What a Go net/http TLS server answers to plain HTTP (distribution is Go).
 _TLS_ONLY_ANSWER = b"Client sent an HTTP request to an HTTPS server"
+_PROBE_BODY = 64 * 1024  # what the probe reads of the answer to GET /v2/
 
 
-@dataclass
 class Connection:
-    endpoint: Endpoint
-    client: http.Client
-    auth: RegistryAuth
-    base: str  # API base URL: ``scheme://host[/prefix]/v2`` (or the override path)
+    __slots__ = ("auth", "base", "client", "endpoint")
+
+    def __init__(self, endpoint: Endpoint, client: http.Client, auth: RegistryAuth,
+                 base: str) -> None:
+        self.endpoint = endpoint
+        self.client = client
+        self.auth = auth
+        self.base = base  # API base URL: ``scheme://host[/prefix]/v2`` (or the override path)
 
     def request(self, method: str, url: str, headers: Mapping[str, str] | None = None
                 ) -> http.Response:
@@ -41,16 +47,19 @@ class Connection:
             if not resp.is_redirect:
                 return resp
             resp.close()
+            from urllib.parse import urljoin  # redirects are rare
+
             url = urljoin(url, resp.headers["location"])
             _debug.log(__name__, "%s redirected to %s", method, _redact(url))
         raise RegistryError(f"{method} {_redact(url)}: more than {_MAX_REDIRECTS} redirects")
 
     def _authorized(self, method: str, url: str, headers: dict[str, str]) -> http.Response:
-        if not self.auth.applies_to(url):
-            return self.client.request(method, url, headers)
+        # authorization() is None for a URL that is not the registry's (no credential
+        # leaves for another host), so it is asked first: whether the URL is the
+        # registry's matters only when the answer is a 401.
         sent = self.auth.authorization(method, url)
         resp = self.client.request(method, url, _with_auth(headers, sent))
-        if resp.status != 401:
+        if resp.status != 401 or not self.auth.applies_to(url):
             return resp
         resp.close()
         answer = self.auth.answer(method, url, resp, sent)
@@ -83,27 +92,32 @@ def connect(ep: Endpoint, host: str, cred: Credential | None, *, timeout: float)
     loading the CA store and a handshake on every pull of a plain registry.
     """
     url = ep.url
+    client = http.Client(timeout=timeout, user_agent=USER_AGENT)
     if ep.allow_http_fallback and url.startswith("https://"):
         plain = "http://" + url.removeprefix("https://")
-        if _speaks_plain_http(plain, timeout):
-            url = plain
-    ssl_context = build_ssl_context(ep) if url.startswith("https://") else None
-    client = http.Client(ssl_context=ssl_context, timeout=timeout, user_agent=USER_AGENT)
+        if _speaks_plain_http(client, plain, timeout):
+            url = plain  # and the probe's connection stays open for the requests
+    if url.startswith("https://"):
+        from pyimg.remote.hosts import build_ssl_context
+
+        client.close()
+        client = http.Client(ssl_context=build_ssl_context(ep), timeout=timeout,
+                             user_agent=USER_AGENT)
     auth = RegistryAuth(host, cred, client, endpoint_hosts=[urlsplit(url).netloc])
     base = url + ep.api_base.removeprefix(ep.url)
     return Connection(ep, client, auth, base)
 
 
-def _speaks_plain_http(url: str, timeout: float) -> bool:
-    with http.Client(timeout=min(timeout, 5.0), user_agent=USER_AGENT) as probe:
+def _speaks_plain_http(client: http.Client, url: str, timeout: float) -> bool:
+    try:
+        resp = client.request("GET", url + "/v2/", timeout=min(timeout, 5.0))
+    except http.TransportError:
+        return False  # nothing there, or not HTTP: let HTTPS report the real error
+    with resp:
         try:
-            resp = probe.request("GET", url + "/v2/")
+            body = resp.read(_PROBE_BODY)  # read: the connection is then kept alive
         except http.TransportError:
-            return False  # nothing there, or not HTTP: let HTTPS report the real error
-        with resp:
-            if resp.status != 400:
-                return True
-            try:
-                return _TLS_ONLY_ANSWER not in resp.read(4096)
-            except http.TransportError:
-                return False
+            return resp.status != 400
+        if resp.status != 400:
+            return True
+        return len(body) <= 4096 and _TLS_ONLY_ANSWER not in body

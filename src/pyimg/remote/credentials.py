@@ -12,16 +12,20 @@ The path is always passed in; :func:`default_config_path` is for the CLI.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
+from pyimg import jsonc
 from pyimg.errors import ConfigError, CredentialHelperError
-from pyimg.fsutil import atomic_write
+from pyimg.record import Record
+
+# Import-light (every pull reads config.json, see docs/design.md): no dataclasses,
+# typing, pathlib or json (the document is read by pyimg.jsonc); base64 for an ``auth``
+# entry only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
 
 #: The key docker uses for Docker Hub, in ``auths`` and towards helpers.
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -32,11 +36,15 @@ _HELPER_PREFIX = "docker-credential-"
 _HELPER_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True)
-class Credential:
+class Credential(Record):
+    _fields = ("username", "secret", "identity_token")
+    __slots__ = _fields
     username: str
     secret: str
-    identity_token: str | None = None
+    identity_token: str | None
+
+    def __init__(self, username: str, secret: str, identity_token: str | None = None) -> None:
+        self._set(username, secret, identity_token)
 
     def __repr__(self) -> str:
         # Never let a secret reach a log line or a traceback.
@@ -46,6 +54,8 @@ class Credential:
 
 def default_config_path(env: Mapping[str, str]) -> Path:
     """``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
+    from pathlib import Path
+
     from pyimg.settings import docker_config_path
 
     return Path(docker_config_path(env))
@@ -73,13 +83,13 @@ def _canonical_host(host: str) -> str:
 class DockerConfig:
     """One ``config.json``: lookups, and docker-compatible store and erase."""
 
-    def __init__(self, path: Path, data: Mapping[str, Any]) -> None:
+    def __init__(self, path: StrPath, data: Mapping[str, Any]) -> None:
         self.path = path
         self._data: dict[str, Any] = dict(data)
         _validate(path, self._data)
 
     @classmethod
-    def load(cls, path: Path) -> DockerConfig:
+    def load(cls, path: StrPath) -> DockerConfig:
         """Read ``path``; a missing file is an empty configuration."""
         return cls(path, _read(path))
 
@@ -147,9 +157,10 @@ class DockerConfig:
 # -- config.json parsing -------------------------------------------------
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: StrPath) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
@@ -157,8 +168,12 @@ def _read(path: Path) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = jsonc.loads(text)
+    except ValueError as exc:
+        import json
+
+        if not isinstance(exc, json.JSONDecodeError):
+            raise
         raise ConfigError(
             f"docker config {path} is not valid JSON: {exc}",
             hint="fix or remove the file",
@@ -168,7 +183,7 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _validate(path: Path, data: Mapping[str, Any]) -> None:
+def _validate(path: StrPath, data: Mapping[str, Any]) -> None:
     # Check shapes up front so a malformed file fails with its name instead of
     # an AttributeError deep inside a pull.
     for key in ("auths", "credHelpers"):
@@ -198,7 +213,7 @@ def _find_key(table: Mapping[str, Any], host: str) -> str | None:
     return None
 
 
-def _entry_credential(path: Path, key: str, entry: Mapping[str, Any]) -> Credential | None:
+def _entry_credential(path: StrPath, key: str, entry: Mapping[str, Any]) -> Credential | None:
     username, secret = _entry_user_pass(path, key, entry)
     token = entry.get("identitytoken") or None
     if token is not None and not isinstance(token, str):
@@ -208,7 +223,7 @@ def _entry_credential(path: Path, key: str, entry: Mapping[str, Any]) -> Credent
     return Credential(username, secret, token)
 
 
-def _entry_user_pass(path: Path, key: str, entry: Mapping[str, Any]) -> tuple[str, str]:
+def _entry_user_pass(path: StrPath, key: str, entry: Mapping[str, Any]) -> tuple[str, str]:
     encoded = entry.get("auth")
     if encoded:
         if not isinstance(encoded, str):
@@ -221,7 +236,10 @@ def _entry_user_pass(path: Path, key: str, entry: Mapping[str, Any]) -> tuple[st
     return username, password
 
 
-def _decode_auth(path: Path, key: str, encoded: str) -> tuple[str, str]:
+def _decode_auth(path: StrPath, key: str, encoded: str) -> tuple[str, str]:
+    import base64
+    import binascii
+
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as exc:
@@ -235,6 +253,8 @@ def _decode_auth(path: Path, key: str, encoded: str) -> tuple[str, str]:
 
 
 def _auth_entry(credential: Credential) -> dict[str, Any]:
+    import base64
+
     raw = f"{credential.username}:{credential.secret}".encode()
     entry: dict[str, Any] = {"auth": base64.b64encode(raw).decode("ascii")}
     if credential.identity_token:
@@ -264,8 +284,14 @@ def _drop_auth_entry(data: dict[str, Any], host: str) -> bool:
     return True
 
 
-def write_config(path: Path, data: Mapping[str, Any]) -> None:
+def write_config(path: StrPath, data: Mapping[str, Any]) -> None:
     """Write ``data`` atomically with mode 0600, creating the directory 0700."""
+    import json
+    from pathlib import Path
+
+    from pyimg.fsutil import atomic_write
+
+    path = Path(path)
     # Dotfile managers symlink config.json; docker writes through the link, and
     # replacing the link with a file would silently fork the configuration.
     target = path.resolve() if path.is_symlink() else path
@@ -279,6 +305,8 @@ def write_config(path: Path, data: Mapping[str, Any]) -> None:
 
 def helper_get(name: str, server: str) -> Credential | None:
     """``docker-credential-NAME get``; None when the helper has nothing."""
+    import json
+
     result = _run_helper(name, "get", server)
     if result is None:
         return None
@@ -308,6 +336,8 @@ def helper_store(name: str, server: str, credential: Credential) -> None:
         username, secret = _TOKEN_USERNAME, credential.identity_token
     else:
         username, secret = credential.username, credential.secret
+    import json
+
     payload = json.dumps({"ServerURL": server, "Username": username, "Secret": secret})
     _run_helper(name, "store", payload)
 

@@ -11,17 +11,22 @@ Without ``hosts.toml``, docker's layout of the same directory is honoured:
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+import os
 
 from pyimg.errors import ConfigError
+from pyimg.record import Record
+from pyimg.remote.urls import split as urlsplit
 
+# Import-light (every pull resolves its registry's endpoints, see docs/design.md):
+# no dataclasses, typing, pathlib or urllib until a certs.d directory exists.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
 
 CAPABILITIES = frozenset({"pull", "resolve", "push"})
 DOCKER_HUB = "docker.io"
@@ -34,8 +39,7 @@ _HOST_KEYS = frozenset(
 _TOP_KEYS = _HOST_KEYS | {"server", "host"}
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Record):
     """One place to talk to for a registry, in the order to try them.
 
     ``url`` is ``scheme://host[:port]``; the API lives at :attr:`api_base`.
@@ -48,16 +52,27 @@ class Endpoint:
     which docker treats as insecure: try HTTPS, use HTTP when TLS is not spoken.
     """
 
+    _fields = ("url", "capabilities", "verify", "ca_files", "client_cert", "override_path",
+               "path_prefix", "is_mirror", "source", "allow_http_fallback")
+    __slots__ = _fields
     url: str
-    capabilities: frozenset[str] = CAPABILITIES
-    verify: bool = True
-    ca_files: tuple[str, ...] = ()
-    client_cert: tuple[str, str] | None = None
-    override_path: bool = False
-    path_prefix: str = ""
-    is_mirror: bool = False
-    source: str = "default"
-    allow_http_fallback: bool = False
+    capabilities: frozenset[str]
+    verify: bool
+    ca_files: tuple[str, ...]
+    client_cert: tuple[str, str] | None
+    override_path: bool
+    path_prefix: str
+    is_mirror: bool
+    source: str
+    allow_http_fallback: bool
+
+    def __init__(self, url: str, capabilities: frozenset[str] = CAPABILITIES,
+                 verify: bool = True, ca_files: tuple[str, ...] = (),
+                 client_cert: tuple[str, str] | None = None, override_path: bool = False,
+                 path_prefix: str = "", is_mirror: bool = False, source: str = "default",
+                 allow_http_fallback: bool = False) -> None:
+        self._set(url, capabilities, verify, ca_files, client_cert, override_path,
+                  path_prefix, is_mirror, source, allow_http_fallback)
 
     @property
     def host(self) -> str:
@@ -85,25 +100,27 @@ def default_server(host: str) -> str:
     return f"https://{host}"
 
 
-def resolve_hosts(host: str, config_dir: Path | None) -> list[Endpoint]:
+def resolve_hosts(host: str, config_dir: StrPath | None) -> list[Endpoint]:
     """The endpoints for registry ``host``: mirrors in file order, then the server."""
     directory = _host_dir(host, config_dir)
-    hosts_file = directory / "hosts.toml" if directory is not None else None
-    if hosts_file is not None and hosts_file.is_file():
+    if directory is None:
+        return [Endpoint(default_server(host), allow_http_fallback=is_loopback(host))]
+    from pathlib import Path
+
+    hosts_file = Path(directory, "hosts.toml")
+    if hosts_file.is_file():
         return _parse_hosts_file(host, hosts_file)
     endpoint = Endpoint(default_server(host), allow_http_fallback=is_loopback(host))
-    if directory is None:
-        return [endpoint]
-    return [_with_docker_certs(endpoint, directory)]
+    return [_with_docker_certs(endpoint, Path(directory))]
 
 
-def _host_dir(host: str, config_dir: Path | None) -> Path | None:
+def _host_dir(host: str, config_dir: StrPath | None) -> str | None:
     # containerd's order: the host's own directory, else _default.
     if config_dir is None:
         return None
     for name in (host, DEFAULT_DIR):
-        candidate = config_dir / "certs.d" / name
-        if candidate.is_dir():
+        candidate = os.path.join(config_dir, "certs.d", name)
+        if os.path.isdir(candidate):
             return candidate
     return None
 
@@ -154,7 +171,7 @@ def _docker_hub_api(endpoint: Endpoint) -> Endpoint:
     # containerd's docs write ``server = "https://docker.io"``, which serves a
     # web site; like containerd, talk to the API host instead.
     if endpoint.host == DOCKER_HUB:
-        return replace(endpoint, url=endpoint.url.replace(DOCKER_HUB, "registry-1.docker.io", 1))
+        return endpoint.replace(url=endpoint.url.replace(DOCKER_HUB, "registry-1.docker.io", 1))
     return endpoint
 
 
@@ -208,6 +225,9 @@ def _endpoint(
 
 def _split_url(text: str, override_path: bool, where: str) -> tuple[str, str]:
     """``(scheme://host[:port], path prefix)``; https when no scheme is given."""
+    import posixpath
+    from urllib.parse import urlsplit
+
     if "://" not in text:
         text = "https://" + text  # containerd assumes https
     parts = urlsplit(text)
@@ -293,6 +313,8 @@ def _one_pair(item: Any, where: str) -> tuple[str, str]:
 
 
 def _abs(path: str, base_dir: Path) -> str:
+    from pathlib import Path
+
     # containerd resolves relative paths against the host's directory.
     return str(base_dir / path) if not Path(path).is_absolute() else path
 

@@ -12,19 +12,29 @@ Bodies stream with :meth:`Response.readinto` into the caller's buffer:
 no per-chunk allocation on the hot path, and memory bounded by the buffer.
 Limits protect against hostile servers: status and header lines of at most
 64 KiB, at most 200 header lines.
+
+Import-light (a small pull is import-budgeted, see docs/design.md): plain HTTP
+uses the ``_socket`` C module (``socket.py`` costs ~3 ms to import here, and
+``ssl`` imports it anyway for https), ``_thread`` locks, and
+:func:`pyimg.remote.urls.split` instead of urllib.
 """
 
 from __future__ import annotations
 
+import _socket
 import io
-import socket
-import threading
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from _thread import allocate_lock
 
+from pyimg.remote.urls import split as urlsplit
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     import ssl
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any, TypeVar
+
+    _S = TypeVar("_S", bound=_socket.socket)
 
 _MAX_LINE = 64 * 1024
 _MAX_HEADERS = 200
@@ -83,11 +93,25 @@ class Headers:
         return list(self._items)
 
 
+class _SocketReader(io.RawIOBase):
+    """``socket.SocketIO`` for reading (what ``makefile("rb")`` buffers), for a
+    ``_socket`` socket as well as an ``ssl`` one."""
+
+    def __init__(self, sock: _socket.socket | socket.socket) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        return self._sock.recv_into(b)
+
+
 class _Conn:
-    def __init__(self, sock: socket.socket, origin: tuple[str, str, int]) -> None:
+    def __init__(self, sock: _socket.socket | socket.socket,
+                 origin: tuple[str, str, int]) -> None:
         self.sock = sock
-        self.reader: io.BufferedReader = sock.makefile(  # type: ignore[assignment]
-            "rb", buffering=256 * 1024)
+        self.reader = io.BufferedReader(_SocketReader(sock), 256 * 1024)
         self.origin = origin
         self.reused = False
 
@@ -247,7 +271,7 @@ class Client:
         self.timeout = timeout
         self.user_agent = user_agent
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._closed = False
 
     def request(self, method: str, url: str, headers: Mapping[str, str] | None = None,
@@ -333,16 +357,13 @@ class Client:
 
     def _connect(self, origin: tuple[str, str, int], timeout: float) -> _Conn:
         scheme, host, port = origin
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except TimeoutError as exc:
-            raise Timeout(f"connect to {host}:{port}: timed out") from exc
-        except OSError as exc:
-            raise ConnectError(f"connect to {host}:{port}: {exc.strerror or exc}") from exc
         if scheme == "https":
-            sock = self._tls(sock, host, port)
-        return _Conn(sock, origin)
+            import socket  # ssl imports it anyway
+
+            tcp = _tcp(lambda: socket.create_connection((host, port), timeout=timeout),
+                       host, port)
+            return _Conn(self._tls(tcp, host, port), origin)
+        return _Conn(_tcp(lambda: _create_connection(host, port, timeout), host, port), origin)
 
     def _tls(self, sock: socket.socket, host: str, port: int) -> socket.socket:
         import ssl
@@ -375,3 +396,51 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _tcp(connect: Callable[[], _S], host: str, port: int) -> _S:
+    """A connected TCP socket (``TCP_NODELAY``), connection errors as ours."""
+    try:
+        sock = connect()
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    except TimeoutError as exc:
+        raise Timeout(f"connect to {host}:{port}: timed out") from exc
+    except OSError as exc:
+        raise ConnectError(f"connect to {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def _create_connection(host: str, port: int, timeout: float) -> _socket.socket:
+    """``socket.create_connection((host, port), timeout)`` with the ``_socket`` module."""
+    exceptions: list[OSError] = []
+    for af, socktype, proto, _, sa in _socket.getaddrinfo(_host_arg(host), port, 0,
+                                                          _socket.SOCK_STREAM):
+        sock = None
+        try:
+            sock = _socket.socket(af, socktype, proto)
+            sock.settimeout(timeout)
+            sock.connect(sa)
+            return sock
+        except OSError as exc:
+            exceptions.clear()
+            exceptions.append(exc)
+            if sock is not None:
+                sock.close()
+    if exceptions:
+        try:
+            raise exceptions[0]
+        finally:
+            exceptions.clear()
+    raise OSError("getaddrinfo returns an empty list")
+
+
+def _host_arg(host: str) -> str | bytes:
+    """``host`` as getaddrinfo gets it: an ASCII name as the bytes its "idna" codec
+    would give (without importing the codec, stringprep and unicodedata: ~0.8 ms
+    here); anything else as is, for the codec to encode or refuse."""
+    if not host.isascii():
+        return host
+    labels = host.split(".")
+    if any(not 0 < len(label) < 64 for label in labels[:-1]) or len(labels[-1]) >= 64:
+        return host  # the codec's error
+    return host.encode("ascii")

@@ -12,39 +12,53 @@ failure on a mirror falls through to the next endpoint.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar
+from _thread import allocate_lock
 
 from pyimg import _debug, oci
-from pyimg.digest import Digest, Verifier
+from pyimg.digest import Digest, Verifier, hasher
 from pyimg.errors import FailedPrecondition, InvalidArgument, PyimgError, RegistryError
 from pyimg.oci import Descriptor
-from pyimg.reference import Reference
+from pyimg.record import Record
 from pyimg.remote import http
 from pyimg.remote.connection import Connection, connect
-from pyimg.remote.credentials import DockerConfig
-from pyimg.remote.hosts import Endpoint, resolve_hosts
+from pyimg.remote.hosts import resolve_hosts
 from pyimg.remote.transport import RetryPolicy, check_response, translate, with_retries
-from pyimg.sources import Chunk
+
+# Import-light (a small pull is import-budgeted, see docs/design.md): no threading,
+# contextlib, dataclasses, typing or pathlib.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator
+    from typing import TypeVar
+
+    from pyimg.fsutil import StrPath
+    from pyimg.reference import Reference
+    from pyimg.remote.credentials import DockerConfig
+    from pyimg.remote.hosts import Endpoint
+    from pyimg.sources import Chunk
+
+    _T = TypeVar("_T")
 
 #: Read size for blobs.  Larger buffers fall out of L2 cache between the
 #: socket read, the hash and the write (measured: 1 MiB is ~2x slower).
 CHUNK = 256 * 1024
 _ACCEPT = ", ".join(oci.ACCEPT_MANIFESTS)
-_T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class RegistryOptions:
-    config_dir: Path | None = None  # holds certs.d/<host>/hosts.toml
-    docker_config: DockerConfig | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    max_connections: int = 8  # kept for API stability; the pool grows on demand
+class RegistryOptions(Record):
+    _fields = ("config_dir", "docker_config", "retry", "max_connections")
+    __slots__ = _fields
+    config_dir: StrPath | None  # holds certs.d/<host>/hosts.toml
+    docker_config: DockerConfig | None
+    retry: RetryPolicy
+    max_connections: int  # kept for API stability; the pool grows on demand
+
+    def __init__(self, config_dir: StrPath | None = None,
+                 docker_config: DockerConfig | None = None, retry: RetryPolicy | None = None,
+                 max_connections: int = 8) -> None:
+        self._set(config_dir, docker_config, RetryPolicy() if retry is None else retry,
+                  max_connections)
 
 
 class RegistrySource:
@@ -55,7 +69,7 @@ class RegistrySource:
         self.options = options or RegistryOptions()
         self.endpoints = resolve_hosts(ref.domain, self.options.config_dir)
         self._conns: dict[str, Connection] = {}
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._manifests: dict[Digest, bytes] = {}
 
     # ImageSource ---------------------------------------------------------
@@ -72,17 +86,11 @@ class RegistrySource:
         return self._on_endpoints("resolve", what, lambda conn: with_retries(
             self.options.retry, what, lambda: self._resolve_on(conn)))
 
-    @contextmanager
-    def fetch(self, desc: Descriptor, offset: int = 0) -> Iterator[Iterator[Chunk]]:
+    def fetch(self, desc: Descriptor, offset: int = 0) -> _Fetch:
         cached = self._manifests.get(desc.digest)
         if cached is not None:
-            yield iter((cached[offset:],))
-            return
-        gen = self._stream(desc, offset)
-        try:
-            yield gen
-        finally:
-            gen.close()
+            return _Fetch(iter((cached[offset:],)))
+        return _Fetch(self._stream(desc, offset))
 
     def close(self) -> None:
         with self._lock:
@@ -248,6 +256,24 @@ class RegistrySource:
             self.options.retry, what, lambda: send(conn)))
 
 
+class _Fetch:
+    """``with source.fetch(desc) as chunks``: the chunks, closed at the end (what
+    ``contextlib.contextmanager`` gave, without importing contextlib)."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: Iterator[Chunk]) -> None:
+        self._chunks = chunks
+
+    def __enter__(self) -> Iterator[Chunk]:
+        return self._chunks
+
+    def __exit__(self, *exc: object) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
 def _range_skip(resp: http.Response, pos: int, desc: Descriptor) -> int:
     if not pos:
         return 0
@@ -263,7 +289,7 @@ def _range_skip(resp: http.Response, pos: int, desc: Descriptor) -> int:
 
 
 def _verify_body(body: bytes, digest: Digest, what: str) -> None:
-    v = Verifier(digest, None)
+    v = Verifier(digest, None, hasher=hasher(digest.algorithm, len(body)))
     v.update(body)
     try:
         v.verify()

@@ -6,12 +6,7 @@ and registry error bodies become :mod:`pyimg.errors`.
 
 from __future__ import annotations
 
-import json
-import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
 
 from pyimg import _debug
 from pyimg.errors import (
@@ -24,26 +19,47 @@ from pyimg.errors import (
     RegistryError,
     RegistryUnreachable,
 )
-from pyimg.remote.http import Response, Timeout, TransportError
+from pyimg.record import Record
+from pyimg.remote.http import Timeout, TransportError
 
-_T = TypeVar("_T")
+# Import-light (a small pull is import-budgeted, see docs/design.md): no dataclasses
+# or typing; random for a backoff, json for an error body, when they happen.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    from pyimg.remote.http import Response
+
+    _T = TypeVar("_T")
+
 _MAX_ERROR_BODY = 64 * 1024
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, capped; Retry-After wins when sane."""
+class RetryPolicy(Record):
+    """Exponential backoff with full jitter, capped; Retry-After wins when sane.
 
-    attempts: int = 5
-    base: float = 0.5
-    cap: float = 8.0
-    max_retry_after: float = 60.0
-    timeout: float = 30.0  # per read/connect, not per whole blob
+    ``timeout`` is per read or connect, not per whole blob.
+    """
+
+    attempts: int
+    base: float
+    cap: float
+    max_retry_after: float
+    timeout: float
+    _fields = ("attempts", "base", "cap", "max_retry_after", "timeout")
+    __slots__ = _fields
+
+    def __init__(self, attempts: int = 5, base: float = 0.5, cap: float = 8.0,
+                 max_retry_after: float = 60.0, timeout: float = 30.0) -> None:
+        self._set(attempts, base, cap, max_retry_after, timeout)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
+        import random
+
         return random.uniform(0, min(self.cap, self.base * (2 ** attempt)))
 
 
@@ -131,6 +147,8 @@ def check_response(resp: Response, what: str, *, kind: str = "manifest",
 
 def _error_body(resp: Response) -> tuple[tuple[str, ...], str]:
     """Distribution-spec error codes and messages from a bounded read of the body."""
+    import json
+
     try:
         raw = resp.read(_MAX_ERROR_BODY)
         obj = json.loads(raw)

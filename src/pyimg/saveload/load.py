@@ -18,12 +18,13 @@ from pyimg import reference as refs
 from pyimg.digest import Digest, Verifier
 from pyimg.errors import InvalidArgument, NotFound
 from pyimg.oci import Descriptor
-from pyimg.pull import ProgressFn, PullOptions
+from pyimg.pull import PullOptions
 from pyimg.pull import pull as _pull
 from pyimg.reference import Reference
 
 if TYPE_CHECKING:
     from pyimg.api import Store
+    from pyimg.pull import ProgressFn
     from pyimg.sources import ImageSource
 
 from pyimg.saveload.common import (

@@ -168,7 +168,7 @@ class DirSnapshotter:
             if tx.find_snapshot(self.name, key) is not None:
                 raise AlreadyExists(f"snapshot {key}: already exists")
             parent_rec = None if parent is None else _committed(tx, self.name, parent)
-        with _build_dir(self._root) as tmp:
+        with temp_dir(self._root) as tmp:
             renamed: str | None = None
             try:
                 self._populate(tmp, kind, parent_rec)
@@ -288,12 +288,13 @@ def build_dir(root: StrPath) -> Iterator[Path]:
     """A fresh ``root/tmp-*`` directory, flock'd until the block ends."""
     from pathlib import Path
 
-    with _build_dir(os.fspath(root)) as tmp:
+    with temp_dir(os.fspath(root)) as tmp:
         yield Path(tmp)
 
 
 @contextlib.contextmanager
-def _build_dir(root: str) -> Iterator[str]:
+def temp_dir(root: str) -> Iterator[str]:
+    """:func:`build_dir` as a string path."""
     while True:
         tmp = _mkdtemp(root, "tmp-")
         fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -22,11 +22,10 @@ from _thread import allocate_lock
 
 from pyimg import _debug
 from pyimg.snapshotters import Kind, Mount
-from pyimg.snapshotters.base import DirSnapshotter, build_dir, remove_tree
+from pyimg.snapshotters.base import DirSnapshotter, remove_tree, temp_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from pyimg.fsutil import StrPath
     from pyimg.metadata import SnapshotRecord, Tx
@@ -77,29 +76,30 @@ def overlay_supported(path: StrPath) -> bool:
     the kernel and the backing filesystem (overlay refuses some upper
     filesystems, and nested overlay), which no static check covers.
     """
-    from pathlib import Path
-
     key = os.path.realpath(path)
     with _SUPPORTED_LOCK:
         if key not in _SUPPORTED:
-            _SUPPORTED[key] = _probe(Path(key))
+            _SUPPORTED[key] = _probe(key)
         return _SUPPORTED[key]
 
 
-def _probe(path: Path) -> bool:
+def _probe(path: str) -> bool:
     from pyimg import mount
 
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with build_dir(path) as tmp:
+    os.makedirs(path, 0o700, exist_ok=True)
+    with temp_dir(path) as tmp:
         try:
             for d in ("lower", "upper", "work", "merged"):
-                os.mkdir(tmp / d, 0o700)
-            (tmp / "lower" / "probe").write_bytes(b"")
+                os.mkdir(os.path.join(tmp, d), 0o700)
+            os.close(os.open(os.path.join(tmp, "lower", "probe"),
+                             os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666))
+            merged = os.path.join(tmp, "merged")
             m = Mount("overlay", "overlay", (
-                f"lowerdir={tmp / 'lower'}", f"upperdir={tmp / 'upper'}",
-                f"workdir={tmp / 'work'}"))
+                f"lowerdir={os.path.join(tmp, 'lower')}",
+                f"upperdir={os.path.join(tmp, 'upper')}",
+                f"workdir={os.path.join(tmp, 'work')}"))
             try:
-                mount.mount_all([m], tmp / "merged")
+                mount.mount_all([m], merged)
             except OSError as exc:
                 _debug.log(__name__, "overlay probe under %s: %s", path, exc)
                 if exc.errno not in (errno.EPERM, errno.EINVAL, errno.ENODEV, errno.ENOTSUP,
@@ -107,8 +107,8 @@ def _probe(path: Path) -> bool:
                     raise
                 return False
             try:
-                return (tmp / "merged" / "probe").exists()
+                return os.path.exists(os.path.join(merged, "probe"))
             finally:
-                mount.unmount(tmp / "merged")
+                mount.unmount(merged)
         finally:
             remove_tree(tmp)

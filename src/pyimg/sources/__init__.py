@@ -11,38 +11,16 @@ Lifecycle::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from typing import Protocol
-
-from pyimg.oci import Descriptor
-from pyimg.reference import Reference
+TYPE_CHECKING = False  # import-light: the protocol (typing) is loaded on first use
+if TYPE_CHECKING:
+    from pyimg.sources.protocol import ImageSource as ImageSource
 
 Chunk = bytes | memoryview
 
 
-class ImageSource(Protocol):
-    @property
-    def name(self) -> str:
-        """A human label for messages: ``registry 127.0.0.1:5000``, ``oci:/path``."""
-        ...
+def __getattr__(name: str) -> object:
+    if name == "ImageSource":
+        from pyimg.sources.protocol import ImageSource
 
-    @property
-    def image_name(self) -> Reference | None:
-        """The name the pulled image is stored under (None: digest only)."""
-        ...
-
-    def resolve(self) -> Descriptor:
-        """The root descriptor (index or manifest) the source points at."""
-        ...
-
-    def fetch(self, desc: Descriptor, offset: int = 0) -> AbstractContextManager[Iterator[Chunk]]:
-        """Stream the blob's bytes from ``offset``; unverified. NotFound if absent.
-
-        A chunk is valid only until the next one is requested: sources may
-        reuse one buffer (the registry does, to keep the hot loop copy-free).
-        Copy a chunk to keep it.
-        """
-        ...
-
-    def close(self) -> None: ...
+        return ImageSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

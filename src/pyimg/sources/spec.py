@@ -12,33 +12,42 @@ only when what follows is a valid tag, so a layout path may contain colons
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
-
 from pyimg import reference
 from pyimg.errors import InvalidArgument
-from pyimg.reference import Reference
-from pyimg.sources import ImageSource
+from pyimg.record import Record
 
-Transport = Literal["registry", "oci", "docker-archive"]
+# Import-light (every pull parses its spec, see docs/design.md): no dataclasses or
+# typing; re and pathlib for the file transports only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Literal
 
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_INDEX = re.compile(r"^@[0-9]+$")
+    from pyimg.reference import Reference
+    from pyimg.sources import ImageSource
+
+    Transport = Literal["registry", "oci", "docker-archive"]
+
+_TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+_INDEX = r"^@[0-9]+$"
 #: skopeo transports pyimg does not read, named so the error is not "bad reference".
 _UNSUPPORTED = ("oci-archive", "dir", "containers-storage", "docker-daemon", "ostree",
                 "sif", "tarball")
 
 
-@dataclass(frozen=True)
-class SourceSpec:
+class SourceSpec(Record):
+    _fields = ("transport", "path", "tag", "reference", "index")
+    __slots__ = _fields
     transport: Transport
     path: Path | None
     tag: str | None
     reference: Reference | None
     #: ``docker-archive:PATH:@N``: the N-th image of manifest.json.
-    index: int | None = None
+    index: int | None
+
+    def __init__(self, transport: Transport, path: Path | None, tag: str | None,
+                 reference: Reference | None, index: int | None = None) -> None:
+        self._set(transport, path, tag, reference, index)
 
 
 def parse_source_spec(text: str) -> SourceSpec:
@@ -78,9 +87,12 @@ def open_file_source(spec: SourceSpec) -> ImageSource:
 
 
 def _parse_oci(text: str, rest: str) -> SourceSpec:
+    import re
+    from pathlib import Path
+
     path, tag = rest, None
     head, sep, tail = rest.rpartition(":")
-    if sep and _TAG.match(tail):
+    if sep and re.match(_TAG, tail):
         path, tag = head, tail
     elif sep and not tail:
         raise InvalidArgument(f"invalid image source {text!r}: empty tag after the last ':'")
@@ -90,6 +102,9 @@ def _parse_oci(text: str, rest: str) -> SourceSpec:
 
 
 def _parse_docker_archive(text: str, rest: str) -> SourceSpec:
+    import re
+    from pathlib import Path
+
     # The path ends at the first colon: a reference may contain colons
     # (``busybox:latest``, ``host:5000/x:v1``), a path is taken to not.
     path, sep, ref = rest.partition(":")
@@ -99,7 +114,7 @@ def _parse_docker_archive(text: str, rest: str) -> SourceSpec:
         return SourceSpec("docker-archive", Path(path), None, None)
     if not ref:
         raise InvalidArgument(f"invalid image source {text!r}: empty reference after ':'")
-    if _INDEX.match(ref):
+    if re.match(_INDEX, ref):
         return SourceSpec("docker-archive", Path(path), None, None, index=int(ref[1:]))
     if ref.startswith("@"):
         raise InvalidArgument(f"invalid image source {text!r}: expected @N with N a number")

@@ -26,40 +26,55 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from pyimg import oci
-from pyimg.archive import ApplyResult, Limits, WhiteoutMode
-from pyimg.content import LocalStore
+from pyimg.archive import Limits, WhiteoutMode
 from pyimg.digest import Digest
 from pyimg.errors import AlreadyExists, NotFound, UnpackError
 from pyimg.imageparts import ImageParts, chain_ids, image_parts
-from pyimg.snapshotters import Kind, Snapshotter
-from pyimg.unpack.lower import copy_up_hardlinks, symlink_conflicts
-from pyimg.unpack.pool import ApplyPool, Job, Pending, workers_for
+from pyimg.record import Record
+from pyimg.snapshotters import Kind
+from pyimg.unpack.pool import ApplyPool, Job, workers_for
+
+# Import-light (a pull that unpacks imports this before its layers download, see
+# docs/design.md): no secrets, dataclasses, typing or pathlib here, and the
+# commit-time checks against lower layers (tarfile...) are imported when a layer
+# has lower layers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from pyimg.archive import ApplyResult
+    from pyimg.content import LocalStore
+    from pyimg.fsutil import StrPath
+    from pyimg.snapshotters import Snapshotter
+    from pyimg.unpack.pool import Pending
+
+    Note = Callable[[str], None]
 
 __all__ = ["ImageParts", "UnpackResult", "Unpacker", "chain_ids", "cleanup_stale",
            "image_parts", "unpack"]
 
 _EXTRACT = "extract-"
-Note = Callable[[str], None]
 
 
-@dataclass
-class UnpackResult:
+class UnpackResult(Record):
+    _fields = ("chain_id", "extracted", "reused")
+    __slots__ = _fields
     chain_id: Digest
     extracted: int
     reused: int
+
+    def __init__(self, chain_id: Digest, extracted: int, reused: int) -> None:
+        self._set(chain_id, extracted, reused)
 
 
 class Unpacker:
     """Unpacks one image; feed it with :meth:`layer_ready`, then :meth:`finish`."""
 
     def __init__(self, content: LocalStore, sn: Snapshotter, parts: ImageParts, pool: ApplyPool,
-                 lock_dir: Path, *, limits: Limits | None = None, note: Note | None = None
+                 lock_dir: StrPath, *, limits: Limits | None = None, note: Note | None = None
                  ) -> None:
         self.content = content
         self.sn = sn
@@ -68,7 +83,7 @@ class Unpacker:
         self.limits = limits or Limits()
         self.note = note
         self.chain = [str(c) for c in parts.chain]
-        self.nonce = secrets.token_hex(6)
+        self.nonce = os.urandom(6).hex()  # secrets.token_hex(6), without secrets
         self._lock_fd = _hold_lock(lock_dir, self.nonce)
         self._keys: dict[int, str] = {}
         self._pending: dict[int, Pending] = {}
@@ -89,7 +104,7 @@ class Unpacker:
         if index < self.first or not self.parallel or index in self._pending:
             return
         key = self._prepare(index, None)
-        self._pending[index] = self.pool.submit(self._job(index, Path(self.sn.upper_dir(key)),
+        self._pending[index] = self.pool.submit(self._job(index, self.sn.upper_dir(key),
                                                           WhiteoutMode.OVERLAY))
 
     def finish(self) -> UnpackResult:
@@ -126,21 +141,25 @@ class Unpacker:
         self._keys[index] = key
         return key
 
-    def _job(self, index: int, root: Path, mode: WhiteoutMode,
-             lowers: Sequence[Path] = ()) -> Job:
+    def _job(self, index: int, root: StrPath, mode: WhiteoutMode,
+             lowers: Sequence[StrPath] = ()) -> Job:
         layer = self.parts.manifest.layers[index]
-        return Job(self.content.blob_path(layer.digest), oci.layer_compression(layer.media_type),
-                   root, mode, self.limits, tuple(lowers))
+        return Job(self.content.blob_location(layer.digest),
+                   oci.layer_compression(layer.media_type), root, mode, self.limits,
+                   tuple(lowers))
 
     def _commit_parallel(self, i: int) -> None:
         result = self._pending[i].result()
         self._check_diff_id(i, result)
         key = self._keys[i]
-        upper = Path(self.sn.upper_dir(key))
         lowers = self._lower_dirs(i)
         if result.deferred:
-            copy_up_hardlinks(upper, lowers, result.deferred)
-        if lowers and symlink_conflicts(result.dirs, lowers):
+            from pathlib import Path
+
+            from pyimg.unpack.lower import copy_up_hardlinks
+
+            copy_up_hardlinks(Path(self.sn.upper_dir(key)), lowers, result.deferred)
+        if lowers and _symlink_conflicts(result.dirs, lowers):
             if self.note:
                 self.note(f"layer {i}: writes through a symlink of a lower layer;"
                           " re-applying it on an overlay mount")
@@ -149,11 +168,13 @@ class Unpacker:
 
     def _apply_sequential(self, i: int) -> None:
         key = self._prepare(i, self.chain[i - 1] if i else None)
-        job = self._job(i, Path(self.sn.upper_dir(key)), WhiteoutMode.DELETE)
+        job = self._job(i, self.sn.upper_dir(key), WhiteoutMode.DELETE)
         self._check_diff_id(i, self.pool.submit(job).result())
         self._commit(i, key)
 
     def _reapply_mounted(self, i: int) -> str:
+        from pathlib import Path
+
         from pyimg.mount import mounted
 
         self.sn.remove(self._keys.pop(i))
@@ -165,6 +186,10 @@ class Unpacker:
 
     def _lower_dirs(self, i: int) -> list[Path]:
         """Committed parents' layer dirs, nearest first."""
+        if not i:
+            return []
+        from pathlib import Path
+
         return [Path(self.sn.upper_dir(self.chain[j])) for j in range(i - 1, -1, -1)]
 
     def _check_diff_id(self, i: int, result: ApplyResult) -> None:
@@ -186,7 +211,13 @@ class Unpacker:
         self._keys.pop(i, None)
 
 
-def unpack(content: LocalStore, sn: Snapshotter, parts: ImageParts, lock_dir: Path, *,
+def _symlink_conflicts(dirs: list[str], lowers: list[Path]) -> list[str]:
+    from pyimg.unpack.lower import symlink_conflicts  # imports tarfile: when needed
+
+    return symlink_conflicts(dirs, lowers)
+
+
+def unpack(content: LocalStore, sn: Snapshotter, parts: ImageParts, lock_dir: StrPath, *,
            processes: int | None = None, limits: Limits | None = None,
            note: Note | None = None) -> UnpackResult:
     """Unpack an image whose blobs are all in the store."""
@@ -198,7 +229,7 @@ def unpack(content: LocalStore, sn: Snapshotter, parts: ImageParts, lock_dir: Pa
         return u.finish()
 
 
-def cleanup_stale(sn: Snapshotter, lock_dir: Path) -> list[str]:
+def cleanup_stale(sn: Snapshotter, lock_dir: StrPath) -> list[str]:
     """Remove ``extract-…`` snapshots left by killed unpacks (their lock is free)."""
     removed = []
     for info in list(sn.walk()):
@@ -219,9 +250,9 @@ def _committed(sn: Snapshotter, name: str) -> bool:
         return False
 
 
-def _hold_lock(lock_dir: Path, nonce: str) -> int:
-    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(lock_dir / nonce, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _hold_lock(lock_dir: StrPath, nonce: str) -> int:
+    os.makedirs(lock_dir, 0o700, exist_ok=True)
+    fd = os.open(os.path.join(lock_dir, nonce), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
@@ -233,9 +264,9 @@ def _release_lock(fd: int) -> None:
     os.close(fd)
 
 
-def _lock_is_free(lock_dir: Path, nonce: str) -> bool:
+def _lock_is_free(lock_dir: StrPath, nonce: str) -> bool:
     try:
-        fd = os.open(lock_dir / nonce, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(os.path.join(lock_dir, nonce), os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return True
     try:
@@ -245,5 +276,5 @@ def _lock_is_free(lock_dir: Path, nonce: str) -> bool:
     finally:
         os.close(fd)
     with contextlib.suppress(OSError):
-        os.unlink(lock_dir / nonce)
+        os.unlink(os.path.join(lock_dir, nonce))
     return True

@@ -5,57 +5,74 @@ the layer is applied.  Each process runs :mod:`pyimg.unpack.worker` and is
 fed one job at a time by a thread of ours, so jobs go to whichever process
 is free.  Processes are started lazily and live for the pool's lifetime:
 their start-up (~30 ms) overlaps with downloads during a pull.
+
+Import-light (a pull that unpacks imports this before its layers download, see
+docs/design.md): ``_thread`` and ``_queue`` instead of threading and queue, and
+subprocess and json only once a worker process is started.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import subprocess
 import sys
-import threading
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from _queue import SimpleQueue
+from _thread import allocate_lock, start_new_thread
 
 from pyimg import errors
 from pyimg.archive import ApplyResult, Limits, WhiteoutMode
 from pyimg.digest import Digest
 from pyimg.errors import PyimgError, UnpackError
+from pyimg.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from _thread import LockType
+    from typing import Any
+
+    from pyimg.fsutil import StrPath
 
 
-@dataclass(frozen=True)
-class Job:
-    blob: Path
+class Job(Record):
+    _fields = ("blob", "compression", "root", "mode", "limits", "lowers")
+    __slots__ = _fields
+    blob: StrPath
     compression: str
-    root: Path
+    root: StrPath
     mode: WhiteoutMode
-    limits: Limits = field(default_factory=Limits)
-    lowers: tuple[Path, ...] = ()
+    limits: Limits
+    lowers: tuple[StrPath, ...]
+
+    def __init__(self, blob: StrPath, compression: str, root: StrPath, mode: WhiteoutMode,
+                 limits: Limits | None = None, lowers: tuple[StrPath, ...] = ()) -> None:
+        self._set(blob, compression, root, mode, Limits() if limits is None else limits,
+                  lowers)
 
     def request(self) -> dict[str, Any]:
-        return {"blob": str(self.blob), "compression": self.compression, "root": str(self.root),
-                "mode": self.mode.value, "limits": asdict(self.limits),
-                "lowers": [str(p) for p in self.lowers]}
+        return {"blob": os.fspath(self.blob), "compression": self.compression,
+                "root": os.fspath(self.root), "mode": self.mode.value,
+                "limits": self.limits.as_dict(), "lowers": [os.fspath(p) for p in self.lowers]}
 
 
 class Pending:
     def __init__(self, job: Job) -> None:
         self.job = job
-        self._done = threading.Event()
+        self._done = allocate_lock()  # held until the result is set (a threading.Event)
+        self._done.acquire()
         self._result: ApplyResult | None = None
         self._error: BaseException | None = None
 
     def set(self, result: ApplyResult | None, error: BaseException | None) -> None:
         self._result, self._error = result, error
-        self._done.set()
+        self._done.release()
 
     def done(self) -> bool:
-        return self._done.is_set()
+        return not self._done.locked()
 
     def result(self) -> ApplyResult:
-        self._done.wait()
+        if self._done.locked():
+            self._done.acquire()  # until set() (^C interrupts it)
+            self._done.release()
         if self._error is not None:
             raise self._error
         assert self._result is not None
@@ -66,10 +83,10 @@ class ApplyPool:
     """``processes=0`` applies in this process (on a thread): right for one layer."""
 
     def __init__(self, processes: int) -> None:
-        self._queue: queue.Queue[Pending | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._queue: SimpleQueue[Pending | None] = SimpleQueue()
+        self._threads: list[LockType] = []  # each released when its thread ends
         self._procs: list[subprocess.Popen[str]] = []
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._size = max(processes, 1)
         self._in_process = processes == 0
         self._closed = False
@@ -80,14 +97,20 @@ class ApplyPool:
             if self._closed:
                 raise UnpackError("unpack pool is closed")
             if len(self._threads) < self._size:
-                t = threading.Thread(target=self._serve, name=f"unpack-{len(self._threads)}",
-                                     daemon=True)
-                self._threads.append(t)
-                t.start()
+                ended = allocate_lock()
+                ended.acquire()
+                self._threads.append(ended)
+                start_new_thread(self._serve, (ended,))
         self._queue.put(pending)
         return pending
 
-    def _serve(self) -> None:
+    def _serve(self, ended: LockType) -> None:
+        try:
+            self._serve_jobs()
+        finally:
+            ended.release()
+
+    def _serve_jobs(self) -> None:
         proc = None if self._in_process else self._spawn()
         try:
             while (pending := self._queue.get()) is not None:
@@ -104,6 +127,8 @@ class ApplyPool:
                 _stop(proc)
 
     def _spawn(self) -> subprocess.Popen[str]:
+        import subprocess
+
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "pyimg.unpack.worker"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -120,8 +145,8 @@ class ApplyPool:
             threads = list(self._threads)
         for _ in threads:
             self._queue.put(None)
-        for t in threads:
-            t.join()
+        for ended in threads:
+            ended.acquire()  # a join
 
     def __enter__(self) -> ApplyPool:
         return self
@@ -143,14 +168,18 @@ def workers_for(layers: int, parallel: bool, processes: int | None = None) -> in
 
 
 def _apply_here(job: Job) -> ApplyResult:
+    from pathlib import Path  # (the applier imports it anyway)
+
     from pyimg.archive.apply import apply_layer
 
     with open(job.blob, "rb") as blob:
-        return apply_layer(blob, job.compression, job.root, whiteouts=job.mode,
-                           limits=job.limits, lowers=job.lowers)
+        return apply_layer(blob, job.compression, Path(job.root), whiteouts=job.mode,
+                           limits=job.limits, lowers=[Path(p) for p in job.lowers])
 
 
 def _apply_in(proc: subprocess.Popen[str], job: Job) -> ApplyResult:
+    import json
+
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(json.dumps(job.request()) + "\n")
@@ -160,7 +189,7 @@ def _apply_in(proc: subprocess.Popen[str], job: Job) -> ApplyResult:
         raise UnpackError(f"unpack worker died: {exc}") from exc
     if not line:
         raise UnpackError(f"unpack worker exited with status {proc.wait()} while applying"
-                          f" {job.blob.name}")
+                          f" {os.path.basename(job.blob)}")
     answer = json.loads(line)
     if not answer["ok"]:
         raise _rebuild(answer)
@@ -180,6 +209,8 @@ def _rebuild(answer: dict[str, Any]) -> PyimgError:
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
+    import subprocess
+
     try:
         if proc.stdin is not None:
             proc.stdin.close()
