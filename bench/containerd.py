@@ -21,6 +21,7 @@ verifies that (no blob of the image on disk, no snapshot dirs left).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -100,6 +101,7 @@ class Containerd:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: object | None = None
         self._used: list[str] = []
+        self._namespaces: set[str] = set()  # every namespace a ctr call named
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -165,6 +167,11 @@ class Containerd:
         unmount_all(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
         shutil.rmtree(self.sock_dir, ignore_errors=True)
+        # the runc shim keeps its --root at the fixed /run/containerd/runc/<namespace>:
+        # remove the (empty) ones our namespaces left; never one still in use
+        for ns in self._namespaces:
+            with contextlib.suppress(OSError):
+                os.rmdir(f"/run/containerd/runc/{ns}")
 
     def __enter__(self) -> Containerd:
         try:
@@ -219,6 +226,7 @@ class Containerd:
     # -- ctr ---------------------------------------------------------------
 
     def ctr_argv(self, namespace: str, *args: str) -> list[str]:
+        self._namespaces.add(namespace)
         return [CTR, "--address", str(self.sock), "--namespace", namespace, *args]
 
     def ctr(self, namespace: str, *args: str, timeout: float = 300) -> str:
