@@ -69,7 +69,11 @@ def test_ctr_run_through_pyimg_runtime_as_through_runc(ctrd: tuple[Containerd, s
         assert f"{name}-c1" not in _ctr(c, "container", "ls", "-q").stdout  # --rm
     assert out["pyimg"].startswith("sh\0-c\0cat /proc/1/cmdline")  # pid 1 is the command
     assert out["pyimg"] == out["runc"]
-    assert "failed to remove runc container" not in c.log_tail()
+    # nothing of the container is left in the runtime's state.  (containerd's own
+    # cleanup after the shim exits may log "failed to remove runc container ... exit
+    # status 255" for real runc and for pyimg alike: its reaper can collect the
+    # runtime process before go-runc waits for it; the runtime itself exited 0.)
+    assert not (Path("/run/containerd/runc") / NS / "pyimg-c1").exists()
 
 
 def test_ctr_detached_task_kill_and_delete(ctrd: tuple[Containerd, str, Path]) -> None:
