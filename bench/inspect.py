@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
 from .core import PYIMG, Case, CaseResult, interleave, measure, stderr_log
-from .pull import FIXTURE_CACHE, child_env, environment, precompile
+from .pull import FIXTURE_CACHE, environment, prepare
 
 DEFAULT_IMAGES = ("busybox", "multiarch", "manylayer")
 MB = 1_000_000
@@ -71,10 +70,7 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n in (args.images or ",".join(DEFAULT_IMAGES)).split(",") if n]
     names = [n for n in names if n not in ("large",)] or list(DEFAULT_IMAGES[:1])
     layouts = {n: build_image(n, FIXTURE_CACHE) for n in names}
-    env = child_env()
-    precompile(env)
-    args.scratch.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="inspect-", dir=args.scratch))
+    env, scratch = prepare(args, "inspect-")
     results: list[CaseResult] = []
     rate: dict[str, float] = {}
     try:

@@ -98,6 +98,15 @@ def precompile(env: dict[str, str]) -> None:
                    stdout=subprocess.DEVNULL)
 
 
+def prepare(args: argparse.Namespace, prefix: str) -> tuple[dict[str, str], Path]:
+    """A suite's start: the children's environment (bytecode compiled once) and a fresh
+    scratch directory ``<args.scratch>/<prefix>XXXX`` for this run."""
+    env = child_env()
+    precompile(env)
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    return env, Path(tempfile.mkdtemp(prefix=prefix, dir=args.scratch))
+
+
 def pull_case(info: ImageInfo, host: str, env: dict[str, str] | None = None) -> Case:
     ref = f"{host}/pyimg/{info.name}"
 
@@ -204,10 +213,7 @@ def run(args: argparse.Namespace) -> int:
     stderr_log(f"bench: fixtures ready in {time.perf_counter() - t0:.1f}s "
                f"({', '.join(names)})")
 
-    env = child_env()
-    precompile(env)
-    args.scratch.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="pull-", dir=args.scratch))
+    env, scratch = prepare(args, "pull-")
     results: list[CaseResult] = []
     try:
         with Registry(name="bench") as reg:

@@ -46,7 +46,6 @@ import shlex
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,7 +63,7 @@ from .core import (
     missing_tools,
     stderr_log,
 )
-from .pull import FIXTURE_CACHE, _version, child_env, environment, precompile
+from .pull import FIXTURE_CACHE, _version, environment, prepare
 
 if TYPE_CHECKING:
     from .containerd import Containerd
@@ -375,10 +374,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     layout = build_image(IMAGE, FIXTURE_CACHE)
     stderr_log(f"bench: fixture {IMAGE} ready in {time.perf_counter() - t0:.1f}s")
-    env = child_env()
-    precompile(env)
-    args.scratch.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="runtime-", dir=args.scratch))
+    env, scratch = prepare(args, "runtime-")
     results: list[CaseResult] = []
     failures: list[str] = []
     notes: list[str] = []

@@ -73,10 +73,9 @@ from .core import (
 from .pull import (
     FIXTURE_CACHE,
     _version,
-    child_env,
     environment,
     layout_info,
-    precompile,
+    prepare,
 )
 
 if TYPE_CHECKING:
@@ -525,10 +524,7 @@ def run_unpack(args: argparse.Namespace) -> int:
         return 2
     names = _names(args)
     images = _images(names)
-    env = child_env()
-    precompile(env)
-    args.scratch.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="unpack-", dir=args.scratch))
+    env, scratch = prepare(args, "unpack-")
     notes: list[str] = []
     failures: list[str] = []
     try:
@@ -582,10 +578,7 @@ def run_floor(args: argparse.Namespace) -> int:
         return 2
     names = _names(args)
     images = _images(names)
-    env = child_env()
-    precompile(env)
-    args.scratch.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="floor-", dir=args.scratch))
+    env, scratch = prepare(args, "floor-")
     failures: list[str] = []
     try:
         config = scratch / "config"
@@ -619,10 +612,7 @@ def run_pullunpack(args: argparse.Namespace) -> int:
         return 2
     names = _names(args)
     images = _images(names)
-    env = child_env()
-    precompile(env)
-    args.scratch.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="pullunpack-", dir=args.scratch))
+    env, scratch = prepare(args, "pullunpack-")
     results: list[CaseResult] = []
     notes: list[str] = []
     failures: list[str] = []

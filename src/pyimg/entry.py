@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import NoReturn
 
-_GLOBAL_VALUE = ("--root", "--config", "--state")
 _console = False  # main() runs: this process is the `pyimg` command
 
 
@@ -26,9 +25,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     global _console
     _console = True
     args = list(sys.argv[1:] if argv is None else argv)
-    fast = _split_runtime(args)
-    if fast is not None:
-        finish(_run_fast(*fast))
     _fast_command(args)
     from pyimg.cli import main as cli_main
 
@@ -36,10 +32,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _fast_command(args: list[str]) -> None:
-    """`pyimg [--root R] [--config C] [--state S] [--debug] run|pull ...` without
-    click (:mod:`pyimg.cli.fastrun`, :mod:`pyimg.cli.fastpull`): exits once the
-    command has run.  Returns for any other command, and for a run or pull that
-    click must read (help, a mistake)."""
+    """`pyimg [--root R] [--config C] [--state S] [--debug] runtime|run|pull ...`
+    without click (:mod:`pyimg.runtime.cmdline`, :mod:`pyimg.cli.fastrun`,
+    :mod:`pyimg.cli.fastpull`): exits once the command has run.  Returns for any
+    other command, and for one that click must read (help, a mistake)."""
+    if "runtime" in args:
+        from pyimg.runtime import cmdline
+
+        code = cmdline.main(args)
+        if code is not None:
+            finish(code)
     if "run" in args:
         from pyimg.cli import fastrun
 
@@ -74,43 +76,3 @@ def _nothing_running() -> bool:
         return False
     mp = sys.modules.get("multiprocessing")
     return mp is None or not mp.active_children()
-
-
-def _split_runtime(args: list[str]) -> tuple[dict[str, str | bool], list[str]] | None:
-    """(global options, runtime arguments) for a fast-path call, else None."""
-    opts: dict[str, str | bool] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--debug":
-            opts["debug"] = True
-        elif a in _GLOBAL_VALUE and i + 1 < len(args):
-            opts[a[2:]] = args[i + 1]
-            i += 1
-        elif a.split("=", 1)[0] in _GLOBAL_VALUE and "=" in a:
-            key, value = a.split("=", 1)
-            opts[key[2:]] = value
-        elif a == "runtime":
-            rest = args[i + 1:]
-            if any(x in ("-h", "--help") for x in rest):
-                return None
-            return opts, rest
-        else:
-            return None
-        i += 1
-    return None
-
-
-def _run_fast(opts: dict[str, str | bool], rest: list[str]) -> int:
-    from pyimg.runtime import cmdline
-
-    state = opts.get("state")
-    code = cmdline.main(rest, state if isinstance(state, str) else None,
-                        bool(opts.get("debug")))
-    if code is None:
-        from pyimg.cli import main as cli_main  # let click explain the mistake
-
-        g = [f"--{k}={v}" for k, v in opts.items() if isinstance(v, str)]
-        cli_main(g + (["--debug"] if opts.get("debug") else []) + ["runtime", *rest])
-        return 0
-    return code

@@ -29,30 +29,28 @@ if TYPE_CHECKING:
 
     from pyimg.snapshotters import Mount
 
-# option -> (flags to clear, flags to set); containerd's mount_linux.go table.
-_FLAGS: dict[str, tuple[int, int]] = {
+# option -> (flags to clear, flags to set), as mount(8) reads them; later words win
+FLAGS: dict[str, tuple[int, int]] = {
     "defaults": (0, 0),
-    "ro": (0, linux.MS_RDONLY),
-    "rw": (linux.MS_RDONLY, 0),
-    "bind": (0, linux.MS_BIND),
-    "rbind": (0, linux.MS_BIND | linux.MS_REC),
-    "remount": (0, linux.MS_REMOUNT),
-    "nosuid": (0, linux.MS_NOSUID),
-    "suid": (linux.MS_NOSUID, 0),
-    "nodev": (0, linux.MS_NODEV),
-    "dev": (linux.MS_NODEV, 0),
-    "noexec": (0, linux.MS_NOEXEC),
-    "exec": (linux.MS_NOEXEC, 0),
-    "noatime": (0, linux.MS_NOATIME),
-    "atime": (linux.MS_NOATIME, 0),
-    "nodiratime": (0, linux.MS_NODIRATIME),
-    "diratime": (linux.MS_NODIRATIME, 0),
-    "relatime": (0, linux.MS_RELATIME),
-    "norelatime": (linux.MS_RELATIME, 0),
-    "strictatime": (0, linux.MS_STRICTATIME),
-    "sync": (0, linux.MS_SYNCHRONOUS),
-    "async": (linux.MS_SYNCHRONOUS, 0),
-    "dirsync": (0, linux.MS_DIRSYNC),
+    "ro": (0, linux.MS_RDONLY), "rw": (linux.MS_RDONLY, 0),
+    "nosuid": (0, linux.MS_NOSUID), "suid": (linux.MS_NOSUID, 0),
+    "nodev": (0, linux.MS_NODEV), "dev": (linux.MS_NODEV, 0),
+    "noexec": (0, linux.MS_NOEXEC), "exec": (linux.MS_NOEXEC, 0),
+    "sync": (0, linux.MS_SYNCHRONOUS), "async": (linux.MS_SYNCHRONOUS, 0),
+    "dirsync": (0, linux.MS_DIRSYNC), "remount": (0, linux.MS_REMOUNT),
+    "mand": (0, linux.MS_MANDLOCK), "nomand": (linux.MS_MANDLOCK, 0),
+    "noatime": (0, linux.MS_NOATIME), "atime": (linux.MS_NOATIME, 0),
+    "nodiratime": (0, linux.MS_NODIRATIME), "diratime": (linux.MS_NODIRATIME, 0),
+    "relatime": (0, linux.MS_RELATIME), "norelatime": (linux.MS_RELATIME, 0),
+    "strictatime": (0, linux.MS_STRICTATIME), "nostrictatime": (linux.MS_STRICTATIME, 0),
+    "bind": (0, linux.MS_BIND), "rbind": (0, linux.MS_BIND | linux.MS_REC),
+}
+#: propagation words (an OCI spec's mounts and rootfsPropagation)
+PROPAGATION: dict[str, int] = {
+    "private": linux.MS_PRIVATE, "rprivate": linux.MS_PRIVATE | linux.MS_REC,
+    "shared": linux.MS_SHARED, "rshared": linux.MS_SHARED | linux.MS_REC,
+    "slave": linux.MS_SLAVE, "rslave": linux.MS_SLAVE | linux.MS_REC,
+    "unbindable": linux.MS_UNBINDABLE, "runbindable": linux.MS_UNBINDABLE | linux.MS_REC,
 }
 # Per-mount-point flags a bind mount only takes from a second, remount call.
 _BIND_REMOUNT = (linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
@@ -67,17 +65,27 @@ _DATA_LIMIT = _PAGE - 512
 _CWD_LOCK = allocate_lock()
 
 
-def parse_options(options: Sequence[str]) -> tuple[int, str]:
-    """Split mount options into mount(2) flags and the data string."""
-    flags = 0
+def split_options(options: Sequence[str], *, propagation: bool = True
+                  ) -> tuple[int, int, str]:
+    """Mount options as (mount(2) flags, propagation flags, the data string);
+    without ``propagation`` its words stay in the data."""
+    flags = prop = 0
     data: list[str] = []
     for opt in options:
-        if opt in _FLAGS:
-            clear, set_ = _FLAGS[opt]
+        if opt in FLAGS:
+            clear, set_ = FLAGS[opt]
             flags = (flags & ~clear) | set_
+        elif propagation and opt in PROPAGATION:
+            prop |= PROPAGATION[opt]
         else:
             data.append(opt)
-    return flags, ",".join(data)
+    return flags, prop, ",".join(data)
+
+
+def parse_options(options: Sequence[str]) -> tuple[int, str]:
+    """Split a snapshot mount's options into mount(2) flags and the data string."""
+    flags, _, data = split_options(options, propagation=False)
+    return flags, data
 
 
 def mount_all(mounts: Sequence[Mount], target: str | os.PathLike[str]) -> None:

@@ -39,6 +39,16 @@ def busybox(fixture_layouts: dict[str, Path]) -> Path:
     return fixture_layouts["busybox"]
 
 
+@pytest.fixture(scope="module")
+def rootfs_cache(busybox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle unpacked by umoci from the busybox layout, for tests to copy."""
+    from tests.integration.test_bundle_runc import _umoci_bundle
+
+    bundle = tmp_path_factory.mktemp("busybox") / "bundle"
+    _umoci_bundle(busybox, bundle)
+    return bundle
+
+
 @pytest.fixture
 def runc(tmp_path: Path) -> Iterator[Any]:
     """``runc(bundle) -> CompletedProcess``, with a private state dir; always deletes."""

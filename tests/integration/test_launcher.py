@@ -19,7 +19,7 @@ import pytest
 from pyimg.errors import AlreadyExists, LaunchError, StateTransitionError
 from pyimg.runtime import RunOptions, launcher, write_bundle
 from tests.containers import exec_output
-from tests.integration.test_bundle_runc import _image_config, _umoci_bundle
+from tests.integration.test_bundle_runc import _image_config
 from tests.need import need_root, need_tool
 
 PROBE = ('echo $$; hostname; cat /proc/self/status | grep -E "NoNewPrivs|CapEff"; '
@@ -32,13 +32,6 @@ def _needs() -> None:
     need_root()
     need_tool("runc")
     need_tool("umoci")
-
-
-@pytest.fixture(scope="module")
-def rootfs_cache(busybox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bundle = tmp_path_factory.mktemp("busybox") / "bundle"
-    _umoci_bundle(busybox, bundle)
-    return bundle
 
 
 @pytest.fixture

@@ -27,27 +27,11 @@ from pyimg.errors import InvalidArgument, LaunchError
 from pyimg.runtime import launcher, ops
 from tests.containers import cgroup_dirs, exec_output, mounts_under
 from tests.integration.test_launcher import Env
-from tests.need import need_root, need_tool
+from tests.integration.test_launcher import _needs as _needs  # autouse: root, runc, umoci
 
 HOST_ID = 100000
 SIZE = 65536
 MAPPING = [{"containerID": 0, "hostID": HOST_ID, "size": SIZE}]
-
-
-@pytest.fixture(autouse=True)
-def _needs() -> None:
-    need_root()
-    need_tool("runc")
-    need_tool("umoci")
-
-
-@pytest.fixture(scope="module")
-def rootfs_cache(busybox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.integration.test_bundle_runc import _umoci_bundle
-
-    bundle = tmp_path_factory.mktemp("busybox-userns") / "bundle"
-    _umoci_bundle(busybox, bundle)
-    return bundle
 
 
 class UsernsEnv(Env):

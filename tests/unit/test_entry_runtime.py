@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pyimg.entry import _split_runtime
+from pyimg.cli.fastparse import parse_group
 from pyimg.runtime import attachwarm
+from pyimg.runtime.cmdline import main
 from pyimg.runtime.cmdline import parse as _parse_runtime
 
 
@@ -55,11 +56,14 @@ def test_anything_else_goes_to_click(argv: list[str]) -> None:
     assert _parse_runtime(argv) is None
 
 
-def test_split_keeps_global_options() -> None:
-    assert _split_runtime(["--state", "/s", "--debug", "runtime", "state", "c"]) == (
-        {"state": "/s", "debug": True}, ["state", "c"])
-    assert _split_runtime(["runtime", "--help"]) is None
-    assert _split_runtime(["images"]) is None
+def test_split_keeps_global_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("PYIMG_ROOT", "PYIMG_CONFIG", "PYIMG_STATE", "PYIMG_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    rest, group = parse_group(["--state", "/s", "--debug", "runtime", "state", "c"], "runtime")
+    assert (rest, group) == (["state", "c"],
+                             {"root": None, "config": None, "state": "/s", "debug": True})
+    assert main(["runtime", "--help"]) is None
+    assert main(["images"]) is None
 
 
 def test_attach_warm_up_moves_a_child_into_its_own_cgroup() -> None:

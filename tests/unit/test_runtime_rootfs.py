@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from pyimg import linux
+from pyimg.mount import split_options
 from pyimg.runtime import caps, init, rootfs
 
 
 def test_parse_options() -> None:
-    flags, prop, data = rootfs.parse_options(
+    flags, prop, data = split_options(
         ["nosuid", "rbind", "ro", "rw", "noexec", "rprivate", "mode=755", "size=1m"])
     assert flags == linux.MS_NOSUID | linux.MS_BIND | linux.MS_REC | linux.MS_NOEXEC
     assert prop == linux.MS_PRIVATE | linux.MS_REC

@@ -135,7 +135,7 @@ def run_(ctx: click.Context, bundle: Path, pid_file: Path | None, console_socket
                      console_socket=console_socket))
 
 
-@runtime.command("exec")
+@runtime.command("exec", context_settings={"allow_interspersed_args": False})
 @click.option("--process", "-p", "process_file", metavar="FILE",
               help="An OCI process (JSON) to run instead of ARGS.")
 @click.option("--detach", "-d", is_flag=True, help="Return once the process runs.")

@@ -73,12 +73,18 @@ def join_hook(cgroups_path: str, resources: Mapping[str, Any] | None,
     return JoinHook(cgroups_path, resources, state_file, warm)
 
 
-def add_hook(state_file: StrPath) -> Callable[[int], None]:
-    """For exec: put ``pid`` into the container's existing cgroup."""
+def add_hook(state_file: StrPath, warm: int | None = None) -> Callable[[int], None]:
+    """For exec: put ``pid`` into the container's existing cgroup (then reap the
+    ``warm`` :mod:`~pyimg.runtime.attachwarm` child, as :class:`JoinHook` does)."""
     def hook(pid: int) -> None:
-        mgr = load(state_file)
-        if mgr is not None:
-            mgr.add(pid)
+        from pyimg.runtime import attachwarm
+
+        try:
+            mgr = load(state_file)
+            if mgr is not None:
+                mgr.add(pid)
+        finally:
+            attachwarm.reap(warm)
 
     return hook
 

@@ -2,101 +2,94 @@
 
 Container tooling (containerd's shim, scripts written for runc) calls the
 runtime many times a second; click alone costs ~25 ms to import here, most of
-a `runc run`.  :func:`parse` understands exactly runc's spellings of the verbs
-below and returns None for anything else, which :mod:`pyimg.entry` then hands
-to the click group (:mod:`pyimg.cli.runtime`, the reference: help, and the
-explanation of a mistake).
+a `runc run`.  :func:`parse` reads the verbs below as the click group
+(:mod:`pyimg.cli.runtime`, the reference: help, and the explanation of a
+mistake) reads them, with the table-driven reader of :mod:`pyimg.cli.fastparse`,
+and returns None for anything else, which :mod:`pyimg.entry` then hands to click.
 """
 
 from __future__ import annotations
 
-import os
 import sys
+
+from pyimg.cli.fastparse import Command, Unsure, parse_group, parse_options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyimg.fsutil import StrPath
 
 Value = str | bool | list[str]
-FLAG, VALUE, MULTI = "flag", "value", "multi"
 
-_CONSOLE = {"--console-socket": ("console_socket", VALUE),
-            "--pid-file": ("pid_file", VALUE)}
-#: verb → {option: (key, kind)}; ``--no-new-keyring`` is accepted and ignored:
-#: pyimg never creates a session keyring.
-_VERB_OPTS: dict[str, dict[str, tuple[str, str]]] = {
-    "create": {"--bundle": ("bundle", VALUE), "-b": ("bundle", VALUE),
-               "--no-new-keyring": ("", FLAG), **_CONSOLE},
-    "start": {}, "state": {}, "kill": {}, "pause": {}, "resume": {},
-    "delete": {"--force": ("force", FLAG), "-f": ("force", FLAG)},
-    "ps": {"--format": ("format", VALUE), "-f": ("format", VALUE)},
-    "exec": {"--process": ("process", VALUE), "-p": ("process", VALUE),
-             "--detach": ("detach", FLAG), "-d": ("detach", FLAG),
-             "--tty": ("tty", FLAG), "-t": ("tty", FLAG),
-             "--cwd": ("cwd", VALUE), "--env": ("env", MULTI), "-e": ("env", MULTI),
-             "--user": ("user", VALUE), "-u": ("user", VALUE), **_CONSOLE},
+_CONSOLE_VALUES = {"--console-socket": "console_socket", "--pid-file": "pid_file"}
+_CREATE = Command(
+    "create", flags={"--no-new-keyring": ("no_new_keyring", True)},
+    values={"--bundle": "bundle", "-b": "bundle", **_CONSOLE_VALUES},
+    defaults={"bundle": ".", "pid_file": None, "console_socket": None,
+              "no_new_keyring": False}, interspersed=True)
+#: each verb as the click group (:mod:`pyimg.cli.runtime`) declares it, with the
+#: names of its positional arguments: (required, optional with a default, variadic)
+_VERBS: dict[str, tuple[Command, tuple[str, ...], tuple[tuple[str, str], ...], str | None]] = {
+    "create": (_CREATE, ("container_id",), (), None),
+    "run": (_CREATE, ("container_id",), (), None),
+    "start": (Command("start", flags={}, values={}, defaults={}, interspersed=True),
+              ("container_id",), (), None),
+    "state": (Command("state", flags={}, values={}, defaults={}, interspersed=True),
+              ("container_id",), (), None),
+    "pause": (Command("pause", flags={}, values={}, defaults={}, interspersed=True),
+              ("container_id",), (), None),
+    "resume": (Command("resume", flags={}, values={}, defaults={}, interspersed=True),
+               ("container_id",), (), None),
+    "kill": (Command("kill", flags={}, values={}, defaults={}, interspersed=True),
+             ("container_id",), (("sig", "SIGTERM"),), None),
+    "delete": (Command("delete", flags={"--force": ("force", True), "-f": ("force", True)},
+                       values={}, defaults={"force": False}, interspersed=True),
+               ("container_id",), (), None),
+    "ps": (Command("ps", flags={}, values={"--format": "format", "-f": "format"},
+                   defaults={"format": "table"}, interspersed=True),
+           ("container_id",), (), None),
+    # as runc exec: options end at the container id, the rest is the command
+    "exec": (Command("exec", flags={"--detach": ("detach", True), "-d": ("detach", True),
+                                    "--tty": ("tty", True), "-t": ("tty", True)},
+                     values={"--process": "process", "-p": "process", "--cwd": "cwd",
+                             "--user": "user", "-u": "user", **_CONSOLE_VALUES},
+                     multiple={"--env": "env", "-e": "env"},
+                     defaults={"process": None, "detach": False, "tty": False, "cwd": None,
+                               "user": None, "pid_file": None, "console_socket": None},
+                     interspersed=False),
+             ("container_id",), (), "command"),
 }
-_VERB_OPTS["run"] = _VERB_OPTS["create"]
-#: verb → (required positionals, optional positionals with defaults, variadic name)
-_VERB_ARGS: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...], str | None]] = {
-    "kill": (("container_id",), (("sig", "SIGTERM"),), None),
-    "exec": (("container_id",), (), "command"),
-}
-_GROUP_OPTS = {"--root": ("root", VALUE), "--log": ("log", VALUE),
-               "--log-format": ("log_format", VALUE)}
+_GROUP = Command("runtime", flags={},
+                 values={"--root": "root", "--log": "log", "--log-format": "log_format"},
+                 defaults={"root": None, "log": None, "log_format": "text"},
+                 interspersed=False)
 #: the verbs that start a container (and so warm the cgroup attach)
 STARTS = frozenset({"create", "run", "exec"})
 
 
 def parse(rest: list[str]) -> dict[str, Value] | None:
-    """runc-style ``[--root D] [--log F] [--log-format text|json] VERB [opts] ARGS``,
-    or None for anything else."""
-    out: dict[str, Value] = {}
-    args = list(rest)
-    table = _GROUP_OPTS
-    positional: list[str] = []
-    verb = None
-    while args:
-        a = args.pop(0)
-        if a == "--" or (positional and verb is not None and verb in _VERB_ARGS
-                         and _VERB_ARGS[verb][2] is not None):
-            # after `--`, and (as runc exec) after the id of a verb with a command
-            positional += args if a == "--" else [a, *args]
-            break
-        if a.startswith("-") and a != "-":
-            name, eq, value = a.partition("=")
-            if name not in table:
-                return None
-            key, kind = table[name]
-            if kind == FLAG:
-                if eq:
-                    return None
-                if key:
-                    out[key] = True
-                continue
-            if not eq:
-                if not args:
-                    return None
-                value = args.pop(0)
-            if kind == MULTI:
-                seen = out.setdefault(key, [])
-                assert isinstance(seen, list)
-                seen.append(value)
-            else:
-                out[key] = value
-        elif verb is None:
-            if a not in _VERB_OPTS:
-                return None
-            verb = a
-            table = _VERB_OPTS[a]
-        else:
-            positional.append(a)
-    if verb is None or out.get("log_format", "text") not in ("text", "json"):
+    """``[--root D] [--log F] [--log-format text|json] VERB [opts] ARGS`` (what follows
+    ``pyimg runtime``) read as the click group reads it, or None for anything else."""
+    try:
+        group, after = parse_options(_GROUP, rest)
+        if not after or after[0] not in _VERBS or group["log_format"] not in ("text", "json"):
+            return None
+        verb = after[0]
+        command, required, optional, variadic = _VERBS[verb]
+        params, positional = parse_options(command, after[1:])
+    except Unsure:
         return None
-    required, optional, variadic = _VERB_ARGS.get(verb, (("container_id",), (), None))
+    if params.get("format", "table") not in ("table", "json"):
+        return None  # click.Choice: click explains
     if len(positional) < len(required) or (
             variadic is None and len(positional) > len(required) + len(optional)):
         return None
+    # what was given (the defaults are the dispatcher's)
+    defaults = {**_GROUP.defaults, **command.defaults}
+    out: dict[str, Value] = {k: v for k, v in {**group, **params}.items()
+                             if v is not None and v != defaults.get(k) and v != ()}
+    out.pop("no_new_keyring", None)  # accepted, and nothing to do: pyimg makes no keyring
+    if "env" in out:
+        out["env"] = list(params["env"])
     names = list(required) + [k for k, _ in optional]
     out.update(dict(optional))
     out.update(zip(names, positional, strict=False))  # optional ones may be absent
@@ -175,8 +168,13 @@ def _call(verb: str, root: StrPath, cid: str, a: dict[str, Value], warm: int | N
     return 0
 
 
-def main(rest: list[str], state: str | None, debug: bool) -> int | None:
-    """Run ``pyimg runtime REST`` if :func:`parse` understands it, else None."""
+def main(args: list[str]) -> int | None:
+    """Run ``pyimg [GLOBAL OPTIONS] runtime ...`` if :func:`parse` understands it
+    (the exit code), else None: click then reads it."""
+    try:
+        rest, group = parse_group(args, "runtime")
+    except Unsure:
+        return None
     a = parse(rest)
     if a is None:
         return None
@@ -185,4 +183,4 @@ def main(rest: list[str], state: str | None, debug: bool) -> int | None:
         from pyimg.runtime import attachwarm
 
         warm = attachwarm.start()
-    return dispatch(a, state, debug or bool(os.environ.get("PYIMG_DEBUG")), warm)
+    return dispatch(a, group["state"], group["debug"], warm)

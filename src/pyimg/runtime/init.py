@@ -31,6 +31,7 @@ import sys
 
 from pyimg import linux
 from pyimg.errors import LaunchError
+from pyimg.mount import split_options
 from pyimg.runtime import caps, rootfs
 from pyimg.runtime.sync import CONFIG, CONTINUE, ERROR, HOOKS, PID, USERNS, Channel
 
@@ -230,12 +231,8 @@ def _container_hooks(cfg: Mapping[str, Any], kind: str, status: str
     hooks = (spec.get("hooks") or {}).get(kind)
     if not hooks:
         return None
-    # the state as seen from inside: pid in the container's pid namespace (runc)
-    state = {"ociVersion": "1.0.2", "id": cfg.get("id", ""), "status": status,
-             "pid": os.getpid(), "bundle": cfg.get("bundle", "")}
-    if spec.get("annotations"):
-        state["annotations"] = spec["annotations"]
-    return kind, hooks, state
+    # the launcher's state, as seen from inside: pid in the container's pid namespace
+    return kind, hooks, {**cfg["hook_state"], "status": status, "pid": os.getpid()}
 
 
 def _run_container_hooks(todo: tuple[str, list[Any], dict[str, Any]] | None) -> None:
@@ -250,7 +247,7 @@ def setup_rootfs(ch: Channel, cfg: Mapping[str, Any], spec: Mapping[str, Any]) -
     _Stage.name = "rootfs"
     lx = spec.get("linux", {})
     userns = "user" in cfg.get("new", []) or any(t == "user" for t, _ in cfg.get("join", []))
-    prop, _, _ = rootfs.parse_options([lx.get("rootfsPropagation") or "rslave"])
+    _, prop, _ = split_options([lx.get("rootfsPropagation") or "rslave"])
     linux.mount(None, "/", None, prop or linux.MS_SLAVE | linux.MS_REC)
     root = str(cfg["rootfs"])
     try:

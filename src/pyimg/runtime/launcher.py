@@ -30,6 +30,7 @@ from pyimg import linux
 from pyimg.errors import AlreadyExists, InvalidArgument, LaunchError, NotFound
 from pyimg.fsutil import atomic_write
 from pyimg.runtime import state as _state
+from pyimg.runtime.logs import rfc3339_nano
 from pyimg.runtime.state import (
     CREATED,
     EXEC_FIFO,
@@ -123,12 +124,6 @@ def _root_ids(spec: Mapping[str, Any], join: list[tuple[str, str]],
     return ids[0], ids[1]
 
 
-def _now() -> str:
-    """RFC 3339 in UTC with microseconds, as ``datetime.isoformat`` wrote it."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-
-
 def _remove_state_dir(sdir: str) -> None:
     """The state directory holds plain files only (state, fifo, cgroup state)."""
     try:
@@ -164,7 +159,7 @@ def _create(cid: str, bundle: StrPath, state_root: StrPath, stdio: Stdio,
         os.mkdir(sdir, 0o700)
     except FileExistsError as exc:
         raise AlreadyExists(f"container {cid} already exists") from exc
-    st = ContainerState(cid, bundle, rootfs, created=_now(),
+    st = ContainerState(cid, bundle, rootfs, created=rfc3339_nano(),
                         annotations=dict(spec.get("annotations") or {}))
     pid = 0
     try:
@@ -175,6 +170,9 @@ def _create(cid: str, bundle: StrPath, state_root: StrPath, stdio: Stdio,
         cfg = {"mode": "create", "id": cid, "spec": spec, "bundle": bundle, "rootfs": rootfs,
                "fifo": fifo, "join": join, "new": new,
                "runtime_hooks": bool(hk.get("prestart") or hk.get("createRuntime"))}
+        if hk.get("createContainer") or hk.get("startContainer"):
+            # init's hooks get this state, with their own status and pid (1)
+            cfg["hook_state"] = _state.oci_state(state_root, st)
         if hk.get("poststart") or hk.get("poststop"):  # for start and delete, later
             atomic_write(os.path.join(sdir, HOOKS_FILE), json.dumps(
                 {k: hk[k] for k in ("poststart", "poststop") if k in hk}).encode(), 0o600,
@@ -248,15 +246,17 @@ def _run_hooks(hk: Mapping[str, Any], kinds: tuple[str, ...], state_root: StrPat
                st: ContainerState) -> list[str]:
     """Run the ``kinds`` present in ``hk`` with ``st``'s state; the warnings of the
     warn-only kinds (the others raise)."""
+    todo = [kind for kind in kinds if hk.get(kind)]
+    if not todo:
+        return []  # and no import of the hooks module
     from pyimg.runtime import hooks
 
     warnings = []
-    for kind in kinds:
-        if hk.get(kind):
-            state = _state.oci_state(state_root, st)
-            if state["status"] == _state.CREATING:
-                state["pid"] = st.pid  # optional while creating; runc passes it
-            warnings += hooks.run(kind, hk[kind], state)
+    for kind in todo:
+        state = _state.oci_state(state_root, st)
+        if state["status"] == _state.CREATING:
+            state["pid"] = st.pid  # optional while creating; runc passes it
+        warnings += hooks.run(kind, hk[kind], state)
     return warnings
 
 

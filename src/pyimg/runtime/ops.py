@@ -131,9 +131,9 @@ def _cgroup(root: StrPath, cid: str) -> Any:
     from pyimg.errors import FailedPrecondition
     from pyimg.runtime.cgroup_hooks import load
 
-    state(root, cid)  # NotFound for an unknown container
     mgr = load(_cgroup_state(root, cid))
     if mgr is None:
+        state(root, cid)  # NotFound for an unknown container
         raise FailedPrecondition(f"container {cid} has no cgroup recorded")
     return mgr
 
@@ -188,20 +188,13 @@ def exec_(root: StrPath, cid: str, *, process_file: str | None, args: list[str],
     from pyimg import linux
     from pyimg.errors import InvalidArgument
     from pyimg.fsutil import atomic_write
-    from pyimg.runtime import attachwarm, launcher
+    from pyimg.runtime import launcher
     from pyimg.runtime.cgroup_hooks import add_hook
 
     process = _exec_process(launcher.load_spec(state(root, cid)["bundle"]), process_file,
                             args, env, cwd, user, tty)
     console = _console({"process": process}, console_socket, detached=detach)
-    join = add_hook(_cgroup_state(root, cid))
-
-    def hook(pid: int) -> None:
-        try:
-            join(pid)
-        finally:
-            attachwarm.reap(warm)
-
+    hook = add_hook(_cgroup_state(root, cid), warm)
     was = linux.is_child_subreaper()
     if not detach:
         linux.set_child_subreaper(True)  # the process is ours to wait for
@@ -303,10 +296,9 @@ def log_error(path: str | None, fmt: str, message: str) -> None:
     containerd's shim reads back to explain a failed create."""
     if not path:
         return
-    import time
+    from pyimg.runtime.logs import rfc3339_nano
 
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+    stamp = rfc3339_nano()
     if fmt == "json":
         line = json.dumps({"level": "error", "msg": message, "time": stamp})
     else:

@@ -17,6 +17,7 @@ import os
 import stat
 
 from pyimg import linux
+from pyimg.mount import split_options
 from pyimg.runtime.inroot import fd_path as fd_path
 from pyimg.runtime.inroot import resolve as resolve
 
@@ -25,27 +26,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
     from typing import Any
 
-#: mount option → (set, flag); set False clears the flag (``rw``, ``suid``...)
-_FLAGS: dict[str, tuple[bool, int]] = {
-    "ro": (True, linux.MS_RDONLY), "rw": (False, linux.MS_RDONLY),
-    "nosuid": (True, linux.MS_NOSUID), "suid": (False, linux.MS_NOSUID),
-    "nodev": (True, linux.MS_NODEV), "dev": (False, linux.MS_NODEV),
-    "noexec": (True, linux.MS_NOEXEC), "exec": (False, linux.MS_NOEXEC),
-    "sync": (True, linux.MS_SYNCHRONOUS), "async": (False, linux.MS_SYNCHRONOUS),
-    "dirsync": (True, linux.MS_DIRSYNC), "remount": (True, linux.MS_REMOUNT),
-    "mand": (True, linux.MS_MANDLOCK), "nomand": (False, linux.MS_MANDLOCK),
-    "atime": (False, linux.MS_NOATIME), "noatime": (True, linux.MS_NOATIME),
-    "diratime": (False, linux.MS_NODIRATIME), "nodiratime": (True, linux.MS_NODIRATIME),
-    "relatime": (True, linux.MS_RELATIME), "norelatime": (False, linux.MS_RELATIME),
-    "strictatime": (True, linux.MS_STRICTATIME), "nostrictatime": (False, linux.MS_STRICTATIME),
-    "bind": (True, linux.MS_BIND), "rbind": (True, linux.MS_BIND | linux.MS_REC),
-}
-_PROPAGATION: dict[str, int] = {
-    "private": linux.MS_PRIVATE, "rprivate": linux.MS_PRIVATE | linux.MS_REC,
-    "shared": linux.MS_SHARED, "rshared": linux.MS_SHARED | linux.MS_REC,
-    "slave": linux.MS_SLAVE, "rslave": linux.MS_SLAVE | linux.MS_REC,
-    "unbindable": linux.MS_UNBINDABLE, "runbindable": linux.MS_UNBINDABLE | linux.MS_REC,
-}
 #: runc's default devices, in runc's order (visible as bind mounts in a user
 #: namespace): name → (major, minor)
 DEFAULT_DEVICES: dict[str, tuple[int, int]] = {
@@ -56,21 +36,6 @@ DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
     ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
     ("/proc/self/fd/2", "stderr"), ("/proc/kcore", "core"),
 )
-
-
-def parse_options(options: Sequence[str]) -> tuple[int, int, str]:
-    """Spec mount options → (flags, propagation flags, data string)."""
-    flags = prop = 0
-    data = []
-    for opt in options:
-        if opt in _FLAGS:
-            on, bit = _FLAGS[opt]
-            flags = flags | bit if on else flags & ~bit
-        elif opt in _PROPAGATION:
-            prop |= _PROPAGATION[opt]
-        else:
-            data.append(opt)
-    return flags, prop, ",".join(data)
 
 
 @contextlib.contextmanager
@@ -101,7 +66,7 @@ def mount_entry(root_fd: int, bundle: str, m: Mapping[str, Any],
     options = [str(o) for o in m.get("options") or []]
     if userns is not None and mtype == "devpts":
         options = _mapped_owner_options(options, userns)
-    flags, prop, data = parse_options(options)
+    flags, prop, data = split_options(options)
     source = str(m.get("source") or mtype or "none")
     if mtype == "bind" or flags & linux.MS_BIND:
         _bind(root_fd, bundle, dest, source, flags, prop)
