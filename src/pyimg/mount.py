@@ -215,18 +215,18 @@ def mount_points_under(path: str | os.PathLike[str]) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         mountinfo = f.read()
     for line in mountinfo.splitlines():
-        point = _unescape(line.split()[4])
+        point = unescape_mountinfo(line.split()[4])
         if point == root or point.startswith(root.rstrip("/") + "/"):
             found.append(point)
     return found
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal (\040...).
+def unescape_mountinfo(field: str) -> str:
+    """A /proc/self/mountinfo field: space, tab, newline and backslash are octal (\\040...)."""
     if "\\" not in field:
         return field
     out = bytearray()
-    raw = field.encode()
+    raw = os.fsencode(field)
     i = 0
     while i < len(raw):
         if raw[i] == 0x5C and i + 4 <= len(raw) and raw[i + 1:i + 4].isdigit():

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pyimg import linux
 from pyimg.errors import AlreadyExists, LaunchError, StateTransitionError
 from pyimg.runtime import RunOptions, launcher, write_bundle
 from tests.containers import exec_output
@@ -507,3 +508,29 @@ def test_runtime_cli_exec_ps_pause_resume(env: Env, tmp_path: Path) -> None:
         assert _pyimg_runtime(tmp_path, "resume", "x1").returncode == 5  # not paused
     finally:
         assert _pyimg_runtime(tmp_path, "delete", "--force", "x1").returncode == 0
+
+
+@pytest.mark.parametrize("propagation", [None, "private", "rshared"])
+def test_rootfs_propagation_as_runc(env: Env, tmp_path: Path, propagation: str | None) -> None:
+    """linux.rootfsPropagation: a bind of a shared host mount is a slave of it by
+    default (rslave), stays a peer when the root is private or shared, as with runc."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    linux.mount("tmpfs", str(shared), "tmpfs", 0, None)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        bundle = env.bundle("sh", "-c", "grep ' /shr ' /proc/self/mountinfo")
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["mounts"].append({"destination": "/shr", "type": "bind", "source": str(shared),
+                               "options": ["rbind"]})
+        if propagation:
+            spec["linux"]["rootfsPropagation"] = propagation
+        (bundle / "config.json").write_text(json.dumps(spec))
+        assert env.run(bundle, "prop") == 0
+        theirs = env.runc(bundle)
+        assert theirs.returncode == 0, theirs.stderr
+        tags = [line.split(" - ")[0].split()[6:] for line in (env.output("prop"), theirs.stdout)]
+        assert tags[0] == tags[1], tags
+        assert tags[0][0].startswith("master:" if propagation is None else "shared:")
+    finally:
+        linux.umount(str(shared), linux.MNT_DETACH)

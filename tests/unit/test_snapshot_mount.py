@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pyimg import linux
-from pyimg.mount import _unescape, compact_lowerdir, parse_options
+from pyimg.mount import compact_lowerdir, parse_options
+from pyimg.mount import unescape_mountinfo as _unescape
 
 
 def test_parse_options_splits_flags_from_data() -> None:

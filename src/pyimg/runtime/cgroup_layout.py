@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 
 from pyimg.errors import FailedPrecondition
+from pyimg.mount import unescape_mountinfo
 from pyimg.record import Record
 
 TYPE_CHECKING = False  # read on every container start: no typing, pathlib, dataclasses
@@ -95,19 +96,6 @@ class Layout(Record):
         return None
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def _proc_cgroups(text: str) -> tuple[dict[frozenset[str], str], str | None]:
     """Parse /proc/<pid>/cgroup: v1 controller set → path, and the cgroup2 path."""
     v1: dict[frozenset[str], str] = {}
@@ -146,7 +134,7 @@ def parse_layout(mountinfo: str, proc_cgroup: str,
         if len(fields) < sep + 4 or sep < 6:
             continue
         fstype, super_opts = fields[sep + 1], fields[sep + 3]
-        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        root, mountpoint = unescape_mountinfo(fields[3]), unescape_mountinfo(fields[4])
         if fstype == "cgroup":
             ctrls = frozenset(
                 o for o in super_opts.split(",")

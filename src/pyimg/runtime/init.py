@@ -250,6 +250,7 @@ def setup_rootfs(ch: Channel, cfg: Mapping[str, Any], spec: Mapping[str, Any]) -
     _, prop, _ = split_options([lx.get("rootfsPropagation") or "rslave"])
     linux.mount(None, "/", None, prop or linux.MS_SLAVE | linux.MS_REC)
     root = str(cfg["rootfs"])
+    rootfs.make_parent_private(root)  # pivot_root refuses a shared parent (rshared)
     try:
         linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
     except PermissionError as exc:

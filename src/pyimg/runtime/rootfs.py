@@ -17,7 +17,7 @@ import os
 import stat
 
 from pyimg import linux
-from pyimg.mount import split_options
+from pyimg.mount import split_options, unescape_mountinfo
 from pyimg.runtime.inroot import fd_path as fd_path
 from pyimg.runtime.inroot import resolve as resolve
 
@@ -36,6 +36,22 @@ DEV_SYMLINKS: tuple[tuple[str, str], ...] = (
     ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
     ("/proc/self/fd/2", "stderr"), ("/proc/kcore", "core"),
 )
+
+
+def make_parent_private(path: str) -> None:
+    """Make the mount holding ``path`` private if it is shared (runc's
+    ``rootfsParentMountPrivate``): pivot_root refuses a new root whose parent
+    mount is shared, and the rootfs bind must not propagate to other namespaces."""
+    best, shared = "", False
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split(b" - ", 1)[0].split()
+            point = unescape_mountinfo(os.fsdecode(fields[4]))
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):  # the last of equal ones is on top
+                best, shared = point, any(o.startswith(b"shared:") for o in fields[6:])
+    if shared:
+        linux.mount(None, best, None, linux.MS_PRIVATE)
 
 
 @contextlib.contextmanager
